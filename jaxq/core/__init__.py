@@ -1,0 +1,1 @@
+"""Layer 1: the numerics core (dtypes, granularity, affine primitives, QTensor)."""

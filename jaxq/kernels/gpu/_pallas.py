@@ -99,7 +99,10 @@ def round_half_even(v: jax.Array, interpret: bool) -> jax.Array:
 def ieee_divide(numerator: jax.Array, denominator, interpret: bool) -> jax.Array:
     """Correctly rounded float32 ``numerator / denominator`` inside a kernel."""
     numerator = jnp.asarray(numerator, jnp.float32)
-    denominator = jnp.broadcast_to(jnp.asarray(denominator, jnp.float32), numerator.shape)
+    denominator = jnp.asarray(denominator, jnp.float32)
+    shape = jnp.broadcast_shapes(numerator.shape, denominator.shape)
+    numerator = jnp.broadcast_to(numerator, shape)
+    denominator = jnp.broadcast_to(denominator, shape)
     if interpret:
         return exact_divide(numerator, denominator)
     [quotient] = pltriton.elementwise_inline_asm(

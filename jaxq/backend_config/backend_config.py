@@ -118,9 +118,17 @@ class DTypeWithConstraints:
         _optional_number(self.zero_point_exact_match, "zero_point_exact_match", numbers.Integral)
 
 
+def _is_torch_dtype_with_constraints(value: Any) -> bool:
+    return (type(value).__name__ == "DTypeWithConstraints"
+            and type(value).__module__.startswith("torch"))
+
+
 def _with_constraints(value: Any, argument: str) -> DTypeWithConstraints:
     if isinstance(value, DTypeWithConstraints):
         return value
+    if _is_torch_dtype_with_constraints(value):
+        # torch's dict form carries its own DTypeWithConstraints; the fields are the same.
+        return DTypeWithConstraints(**dataclasses.asdict(value))
     return DTypeWithConstraints(dtype=_optional_dtype(value, argument))
 
 
@@ -129,7 +137,8 @@ class DTypeConfig:
     """The dtypes a pattern's reference quantize ops use for input, output, weight, bias.
 
     Args:
-      input_dtype: a dtype or :class:`DTypeWithConstraints` (or None).
+      input_dtype: a dtype or :class:`DTypeWithConstraints` (or None). torch dtypes and
+        torch's DTypeWithConstraints are converted.
       output_dtype: same, for the output.
       weight_dtype: same, for the weight.
       bias_dtype: a dtype or None.
@@ -194,7 +203,9 @@ class DTypeConfig:
         values = {}
         for key in (INPUT_DTYPE_DICT_KEY, OUTPUT_DTYPE_DICT_KEY, WEIGHT_DTYPE_DICT_KEY):
             value = dtype_config_dict.get(key)
-            if value is not None and not isinstance(value, DTypeWithConstraints):
+            if _is_torch_dtype_with_constraints(value):
+                value = _with_constraints(value, key)
+            elif value is not None and not isinstance(value, DTypeWithConstraints):
                 try:
                     value = as_quant_dtype(value, key)
                 except TypeError as error:

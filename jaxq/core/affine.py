@@ -67,8 +67,14 @@ def exact_divide(numerator: Any, denominator: Any) -> jax.Array:
     # A Python scalar takes the array's dtype, as in torch (bfloat16 / 127.5 is bfloat16).
     dtype = numerator.dtype if python_scalar else jnp.result_type(numerator, denominator)
     shape = jnp.broadcast_shapes(numerator.shape, denominator.shape)
+    numerator = jnp.broadcast_to(numerator.astype(dtype), shape)
     denominator = jnp.broadcast_to(denominator.astype(dtype), shape)
-    return numerator.astype(dtype) / jax.lax.optimization_barrier(denominator)
+    # Under vmap an unbatched denominator stays unbatched, and the batched division
+    # broadcasts it again (then gets rewritten). Selecting through the numerator makes
+    # the denominator batched whenever the numerator is; the select is a no-op for the
+    # quotient (a NaN numerator gives NaN either way).
+    denominator = jnp.where(jnp.isnan(numerator), numerator, denominator)
+    return numerator / jax.lax.optimization_barrier(denominator)
 
 
 # ---------------------------------------------------------------------------

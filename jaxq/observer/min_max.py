@@ -93,8 +93,15 @@ class MinMaxCore(UniformQuantizationCore):
 
 
 def _moving_average(old, batch, averaging_constant):
-    # The first batch (state still +inf/-inf) sets the value, as in torch.
-    return old + averaging_constant * (batch - old)
+    """``old + c * (batch - old)`` with the product rounded on its own, as torch does.
+
+    Under jit, XLA's CPU backend contracts ``a + b * c`` into one fused multiply-add
+    (LLVM contracts an fmul that has a single use; an optimization barrier is removed
+    before that). Giving the product a second use keeps it a separately rounded value;
+    the select is a no-op (a NaN product makes the sum NaN anyway).
+    """
+    product = averaging_constant * (batch - old)
+    return jnp.where(jnp.isnan(product), product, old + product)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,10 +1,11 @@
 """int8 x int8 -> int32 GEMM with a fused dequantize / requantize epilogue (Pallas GPU).
 
 For ``x_q`` (M, K) int8 with per-token scale ``x_scale`` (M,) and optional zero point, and
-``w_q`` (K, N) int8 (Flax layout: input features first) with per-channel scale
-``w_scale`` (N,) and optional zero point, the kernel computes::
+``w_q`` (N, K) int8 (torch's ``(out_features, in_features)`` layout, the
+``jaxq.kernels.PackedWeight`` ``"nk"`` layout) with per-channel scale ``w_scale`` (N,) and
+optional zero point, the kernel computes::
 
-    acc[m, n] = sum_k (x_q[m, k] - x_zp[m]) * (w_q[k, n] - w_zp[n])        # exact int32
+    acc[m, n] = sum_k (x_q[m, k] - x_zp[m]) * (w_q[n, k] - w_zp[n])        # exact int32
     y[m, n]   = acc * x_scale[m] * w_scale[n] + bias[n]   (then ReLU)        # float32
 
 and writes ``acc`` (``out_dtype=int32``), ``y`` cast to float32/bfloat16/float16, or ``y``
@@ -17,6 +18,10 @@ the column sums of ``w`` (only when the other side has a zero point), then appli
 ``acc - x_zp*colsum(w) - w_zp*rowsum(x) + K*x_zp*w_zp``. Out-of-range tiles (M, N or K not
 a multiple of the block; M = 1) are handled by masked loads (padding with 0, which adds
 nothing to any of the sums) and masked stores.
+
+Both operands are K-contiguous ("TN" GEMM): that is the layout NVIDIA's int8 tensor-core
+instructions (``mma``/``wgmma`` with 8-bit inputs) read without a shared-memory transpose,
+and the one cuBLASLt requires for its int8 kernels.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = ["int8_matmul", "int8_matmul_reference"]
 _FLOAT_OUT = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 _QUANT_OUT = {jnp.dtype(jnp.int8): (-128, 127), jnp.dtype(jnp.uint8): (0, 255)}
 _INT32 = jnp.dtype(jnp.int32)
+_NT = (((1,), (1,)), ((), ()))  # contract the K axis of (M, K) and (N, K).
 
 
 def _tile_indices(pid, grid_m: int, grid_n: int, group_m: int):
@@ -89,17 +95,17 @@ def _kernel(*refs, m, n, k, block: BlockConfig, has_x_zp, has_w_zp, has_bias, re
         k_mask = kk < k if k % bk else None
         x_mask = both(None if row_mask is None else row_mask[:, None],
                       None if k_mask is None else k_mask[None, :])
-        w_mask = both(None if k_mask is None else k_mask[:, None],
-                      None if col_mask is None else col_mask[None, :])
+        w_mask = both(None if col_mask is None else col_mask[:, None],
+                      None if k_mask is None else k_mask[None, :])
         x = load(x_ref.at[pl.ds(m0, bm), pl.ds(k0, bk)], mask=x_mask,
                  other=None if x_mask is None else 0)
-        w = load(w_ref.at[pl.ds(k0, bk), pl.ds(n0, bn)], mask=w_mask,
+        w = load(w_ref.at[pl.ds(n0, bn), pl.ds(k0, bk)], mask=w_mask,
                  other=None if w_mask is None else 0)
-        acc = acc + jnp.dot(x, w, preferred_element_type=jnp.int32)
+        acc = acc + jax.lax.dot_general(x, w, _NT, preferred_element_type=jnp.int32)
         if has_w_zp:
             xsum = xsum + jnp.sum(x.astype(jnp.int32), axis=1)
         if has_x_zp:
-            wsum = wsum + jnp.sum(w.astype(jnp.int32), axis=0)
+            wsum = wsum + jnp.sum(w.astype(jnp.int32), axis=1)
         return acc, xsum, wsum
 
     init = (jnp.zeros((bm, bn), jnp.int32), jnp.zeros((bm,), jnp.int32),
@@ -159,8 +165,8 @@ def _check_operands(x_q, w_q):
     x_q, w_q = jnp.asarray(x_q), jnp.asarray(w_q)
     if x_q.dtype != jnp.int8 or w_q.dtype != jnp.int8:
         raise TypeError(f"x_q and w_q must be int8; got {x_q.dtype} and {w_q.dtype}")
-    if x_q.ndim != 2 or w_q.ndim != 2 or x_q.shape[1] != w_q.shape[0]:
-        raise ValueError(f"x_q must be (M, K) and w_q (K, N); got {x_q.shape} and {w_q.shape}")
+    if x_q.ndim != 2 or w_q.ndim != 2 or x_q.shape[1] != w_q.shape[1]:
+        raise ValueError(f"x_q must be (M, K) and w_q (N, K); got {x_q.shape} and {w_q.shape}")
     return x_q, w_q
 
 
@@ -205,7 +211,7 @@ def int8_matmul(x_q: jax.Array, w_q: jax.Array, x_scale: Any = None, w_scale: An
 
     Args:
       x_q: (M, K) int8 activations.
-      w_q: (K, N) int8 weights.
+      w_q: (N, K) int8 weights (torch layout; a Flax kernel ``(K, N)`` is ``kernel.T``).
       x_scale: float32 scalar or (M,) per-token scales (unused for ``out_dtype=int32``).
       w_scale: float32 scalar or (N,) per-channel scales (unused for ``out_dtype=int32``).
       x_zero_point: optional int scalar or (M,) zero points of ``x_q``.
@@ -225,12 +231,12 @@ def int8_matmul(x_q: jax.Array, w_q: jax.Array, x_scale: Any = None, w_scale: An
 
     Example:
       >>> import jax.numpy as jnp
-      >>> x = jnp.ones((3, 40), jnp.int8); w = jnp.ones((40, 72), jnp.int8)
+      >>> x = jnp.ones((3, 40), jnp.int8); w = jnp.ones((72, 40), jnp.int8)
       >>> int8_matmul(x, w, 0.5, 0.25, interpret=True)[0, 0]
       Array(5., dtype=float32)
     """
     x_q, w_q = _check_operands(x_q, w_q)
-    (m, k), n = x_q.shape, w_q.shape[1]
+    (m, k), n = x_q.shape, w_q.shape[0]
     kind, out_dtype = _out_kind(out_dtype, out_scale, bias, relu)
     if kind != "int32" and (x_scale is None or w_scale is None):
         raise ValueError(f"x_scale and w_scale are required for out_dtype={out_dtype}")
@@ -291,15 +297,15 @@ def int8_matmul_reference(x_q, w_q, x_scale=None, w_scale=None, *, x_zero_point=
                           quant_max=None) -> jax.Array:
     """Pure-jnp reference of :func:`int8_matmul` (XLA int32 dot, same epilogue formula)."""
     x_q, w_q = _check_operands(x_q, w_q)
-    (m, k), n = x_q.shape, w_q.shape[1]
+    (m, k), n = x_q.shape, w_q.shape[0]
     kind, out_dtype = _out_kind(out_dtype, out_scale, bias, relu)
     x = x_q.astype(jnp.int32)
     w = w_q.astype(jnp.int32)
     if x_zero_point is not None:
         x = x - _check_vector(x_zero_point, m, "x_zero_point", jnp.int32)[:, None]
     if w_zero_point is not None:
-        w = w - _check_vector(w_zero_point, n, "w_zero_point", jnp.int32)[None, :]
-    acc = jax.lax.dot(x, w, preferred_element_type=jnp.int32)
+        w = w - _check_vector(w_zero_point, n, "w_zero_point", jnp.int32)[:, None]
+    acc = jax.lax.dot_general(x, w, _NT, preferred_element_type=jnp.int32)
     if kind == "int32":
         return acc
     y = ((acc.astype(jnp.float32) * _check_vector(x_scale, m, "x_scale", jnp.float32)[:, None])

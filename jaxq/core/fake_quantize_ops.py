@@ -22,6 +22,11 @@ Special values, as torch's x86 build computes them:
   rounded quotient is ``>= 2**63`` take the *below range* branch
   (``d_scale = dy*(qmin-zp)``).
 
+torch's x86 kernels for float-qparams and LSQ are compiled with fused multiply-add
+(``zp + x * inv_scale`` and ``xfq - x`` are each rounded once); jaxq forms those exact
+products with error-free transformations, so the results agree bit for bit, eagerly and
+under jit.
+
 Deviations from torch (stricter or more permissive, never silently different):
 
 * a concrete ``scale <= 0`` raises ValueError (torch computes with it);
@@ -198,6 +203,18 @@ def _two_product(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     return product, error
 
 
+def _fused_multiply_add(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
+    """``a * b + c`` rounded once, as the FMA instruction torch's x86 kernels use.
+
+    torch's float-qparams and LSQ kernels compute ``zp + x * inv_scale`` and the
+    compiler contracts it into one fused multiply-add; XLA has no FMA operation and
+    contracts only inside fused jitted code, so the exact product is formed explicitly.
+    """
+    product, product_error = _two_product(a, b)
+    total, total_error = _two_sum(product, c)
+    return total + (total_error + product_error)
+
+
 def _scaled_difference(q: jax.Array, zero_point: jax.Array, scale: jax.Array
                        ) -> jax.Array:
     """float32 rounding of the exact ``(q - zero_point) * scale``.
@@ -307,7 +324,8 @@ def _per_channel_forward(x, scale, zero_point, axis, quant_min, quant_max):
         # float qparams: torch rounds ``zp + x * (1/s)`` (zp added before rounding).
         zero_point = _along_axis(zero_point.astype(jnp.float32), axis, x.ndim)
         inverse = 1.0 / scale
-        unclamped = jnp.round(zero_point + x.astype(jnp.float32) * inverse)
+        unclamped = jnp.round(_fused_multiply_add(x.astype(jnp.float32), inverse,
+                                                  zero_point))
     else:
         zero_point = _along_axis(zero_point.astype(jnp.float32), axis, x.ndim)
         unclamped = rounded_values(x, scale, zero_point)
@@ -411,16 +429,19 @@ def _lsq_gradients(x, dy, scale, zero_point, quant_min, quant_max, grad_factor):
     dy = dy.astype(jnp.float32)
     inverse = 1.0 / scale
     # torch: nearbyint(zp + x * inv) cast to int64 (zp added before rounding).
-    xq = jnp.round(zero_point + x * inverse)
+    xq = jnp.round(_fused_multiply_add(x, inverse, zero_point))
     valid = xq < _INT64_LIMIT  # False for NaN, +-inf and int64 overflow: INT64_MIN.
     below = ~valid | (xq < quant_min)
     above = valid & (xq > quant_max)
     inside = ~(below | above)
     dx = dy * inside.astype(jnp.float32)
-    x_fake = (jnp.clip(xq, quant_min, quant_max) - zero_point) * scale
+    # torch: xfq = (clamp(xq) - zp) * s; dscale = dy * (xfq - x) * inv; the compiler
+    # fuses ``xfq - x`` into one FMA, so the error ``xfq - x`` is rounded once.
+    fake_minus_x = _fused_multiply_add(jnp.clip(xq, quant_min, quant_max) - zero_point,
+                                       scale, -x)
     d_scale_outside = dy * jnp.where(below, quant_min - zero_point,
                                      quant_max - zero_point)
-    d_scale = jnp.where(inside, dy * (x_fake - x) * inverse, d_scale_outside) * grad_factor
+    d_scale = jnp.where(inside, dy * fake_minus_x * inverse, d_scale_outside) * grad_factor
     d_zero_point = jnp.where(inside, 0.0, dy * -1.0 * scale * grad_factor)
     return dx, d_scale, d_zero_point
 

@@ -1,7 +1,6 @@
 """Fuse/Prepare/ConvertCustomConfig and StandaloneModuleConfigEntry vs torch's."""
 
 import pytest
-import torch
 from flax import nnx
 from torch.ao.quantization import QConfigMapping as TorchQConfigMapping
 from torch.ao.quantization.backend_config import BackendConfig as TorchBackendConfig

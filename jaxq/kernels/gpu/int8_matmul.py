@@ -6,11 +6,16 @@ For ``x_q`` (M, K) int8 with per-token scale ``x_scale`` (M,) and optional zero 
 optional zero point, the kernel computes::
 
     acc[m, n] = sum_k (x_q[m, k] - x_zp[m]) * (w_q[n, k] - w_zp[n])        # exact int32
-    y[m, n]   = acc * x_scale[m] * w_scale[n] + bias[n]   (then ReLU)        # float32
 
-and writes ``acc`` (``out_dtype=int32``), ``y`` cast to float32/bfloat16/float16, or ``y``
-requantized per tensor with :func:`jaxq.core.affine.quantize_values`'s formula
-``clamp(round(y * (1/out_scale)) + out_zero_point, quant_min, quant_max)`` to int8/uint8.
+and writes ``acc`` (``out_dtype=int32``) or the epilogue of :mod:`jaxq.kernels.xla` (torch's
+x86/fbgemm formulas, so the result equals the XLA reference backend exactly):
+
+* float32/bfloat16/float16: ``y = fma(float(acc), x_scale * w_scale, bias)``, then ReLU;
+* int8/uint8 (requantized per tensor): ``m = (x_scale * w_scale) / out_scale``,
+  ``q = clamp(rint((float(acc) + bias / (x_scale * w_scale)) * m) + out_zero_point,
+  out_zero_point if relu else quant_min, quant_max)``.
+
+Divisions are IEEE (``div.rn.f32`` on GPU) and ``rint`` rounds half to even, as fbgemm.
 
 Zero points are handled without widening the operands: the int8 dot accumulates
 ``sum x*w`` on the tensor cores and the kernel also accumulates the row sums of ``x`` and
@@ -32,9 +37,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxq.core.affine import quantize_values
 from jaxq.kernels.gpu._pallas import (
-    cdiv, compiler_params, load, pl, resolve_interpret, round_half_even, store)
+    cdiv, compiler_params, ieee_divide, load, pl, resolve_interpret, round_half_even, store)
 from jaxq.kernels.gpu.blocks import BlockConfig, int8_matmul_block
 
 __all__ = ["int8_matmul", "int8_matmul_reference"]
@@ -67,7 +71,7 @@ def _kernel(*refs, m, n, k, block: BlockConfig, has_x_zp, has_w_zp, has_bias, re
     wz_ref = refs.pop(0) if has_w_zp else None
     b_ref = refs.pop(0) if has_bias else None
     if out_kind == "quant":
-        inv_ref, oz_ref = refs.pop(0), refs.pop(0)
+        os_ref, oz_ref = refs.pop(0), refs.pop(0)
     [o_ref] = refs
 
     bm, bn, bk = block.block_m, block.block_n, block.block_k
@@ -128,20 +132,25 @@ def _kernel(*refs, m, n, k, block: BlockConfig, has_x_zp, has_w_zp, has_bias, re
     if out_kind == "int32":
         result = acc
     else:
-        xs = vector(xs_ref, m0, bm, row_mask, 0.0)
-        ws = vector(ws_ref, n0, bn, col_mask, 0.0)
-        y = (acc.astype(jnp.float32) * xs[:, None]) * ws[None, :]
-        if has_bias:
-            y = y + vector(b_ref, n0, bn, col_mask, 0.0)[None, :]
-        if relu:
-            y = jnp.maximum(y, 0.0)
+        # Padded rows/columns get scale 1 so that no division below sees a zero.
+        xs = vector(xs_ref, m0, bm, row_mask, 1.0)
+        ws = vector(ws_ref, n0, bn, col_mask, 1.0)
+        act_times_w = xs[:, None] * ws[None, :]
+        value = acc.astype(jnp.float32)
+        bias = vector(b_ref, n0, bn, col_mask, 0.0)[None, :] if has_bias else None
         if out_kind == "float":
-            result = y.astype(out_dtype)
+            # a * b + c is contracted to one FMA by Triton (and by XLA:CPU in interpret
+            # mode), which is the reference's single-rounding fma(acc, sx*sw, bias).
+            y = value * act_times_w if bias is None else value * act_times_w + bias
+            result = (jnp.maximum(y, 0.0) if relu else y).astype(out_dtype)
         else:
-            q = round_half_even(y * inv_ref[0], interpret) + oz_ref[0]
-            q = jnp.minimum(jnp.maximum(q, float(quant_min)), float(quant_max))
-            q = jnp.where(q != q, float(quant_min), q)  # NaN -> quant_min, as torch.
-            result = q.astype(jnp.int32).astype(out_dtype)
+            multiplier = ieee_divide(act_times_w, os_ref[0], interpret)
+            if bias is not None:
+                value = value + ieee_divide(bias, act_times_w, interpret)
+            scaled = jnp.minimum(jnp.maximum(value * multiplier, -2.0**31), 2.0**31 - 256)
+            q = round_half_even(scaled, interpret).astype(jnp.int32) + oz_ref[0]
+            low = oz_ref[0] if relu else quant_min
+            result = jnp.minimum(jnp.maximum(q, low), quant_max).astype(out_dtype)
 
     out_mask = both(None if row_mask is None else row_mask[:, None],
                     None if col_mask is None else col_mask[None, :])
@@ -262,9 +271,7 @@ def int8_matmul(x_q: jax.Array, w_q: jax.Array, x_scale: Any = None, w_scale: An
         scale = jnp.asarray(out_scale, jnp.float32)
         if scale.size != 1:
             raise ValueError(f"out_scale must be a per-tensor scalar; got shape {scale.shape}")
-        # The reciprocal is taken outside the kernel, as quantize_values does: y * (1/s).
-        inputs += [(1.0 / scale).reshape(1),
-                   jnp.asarray(out_zero_point, jnp.float32).reshape(1)]
+        inputs += [scale.reshape(1), jnp.asarray(out_zero_point, jnp.int32).reshape(1)]
     return _call(tuple(inputs), m=m, n=n, k=k, block=block, has_x_zp=x_zp is not None,
                  has_w_zp=w_zp is not None, has_bias=bias is not None, relu=bool(relu),
                  out_kind=kind, out_dtype=out_dtype, quant_min=quant_min,
@@ -295,7 +302,8 @@ def int8_matmul_reference(x_q, w_q, x_scale=None, w_scale=None, *, x_zero_point=
                           w_zero_point=None, bias=None, relu=False, out_dtype=jnp.float32,
                           out_scale=None, out_zero_point=0, quant_min=None,
                           quant_max=None) -> jax.Array:
-    """Pure-jnp reference of :func:`int8_matmul` (XLA int32 dot, same epilogue formula)."""
+    """Pure-jnp reference of :func:`int8_matmul`: XLA int32 dot + :mod:`jaxq.kernels.xla`'s
+    epilogues."""
     x_q, w_q = _check_operands(x_q, w_q)
     (m, k), n = x_q.shape, w_q.shape[0]
     kind, out_dtype = _out_kind(out_dtype, out_scale, bias, relu)
@@ -308,16 +316,15 @@ def int8_matmul_reference(x_q, w_q, x_scale=None, w_scale=None, *, x_zero_point=
     acc = jax.lax.dot_general(x, w, _NT, preferred_element_type=jnp.int32)
     if kind == "int32":
         return acc
-    y = ((acc.astype(jnp.float32) * _check_vector(x_scale, m, "x_scale", jnp.float32)[:, None])
-         * _check_vector(w_scale, n, "w_scale", jnp.float32)[None, :])
-    if bias is not None:
-        y = y + _check_vector(bias, n, "bias", jnp.float32)[None, :]
-    if relu:
-        y = jnp.maximum(y, 0.0)
+    # The epilogue formulas are written once, in the XLA reference backend.
+    from jaxq.kernels.xla import float_epilogue, requantize_epilogue
+    x_scale = _check_vector(x_scale, m, "x_scale", jnp.float32)
+    w_scale = _check_vector(w_scale, n, "w_scale", jnp.float32)
+    bias = None if bias is None else _check_vector(bias, n, "bias", jnp.float32)
     if kind == "float":
-        return y.astype(out_dtype)
+        return float_epilogue(acc, x_scale, w_scale, bias, bool(relu)).astype(out_dtype)
     quant_min, quant_max = _quant_range(out_dtype, quant_min, quant_max)
-    q = quantize_values(y, jnp.asarray(out_scale, jnp.float32).reshape(()),
-                        jnp.asarray(out_zero_point, jnp.float32).reshape(()),
-                        quant_min, quant_max)
-    return q.astype(out_dtype)
+    return requantize_epilogue(acc, x_scale, w_scale,
+                               jnp.asarray(out_scale, jnp.float32).reshape(()),
+                               jnp.asarray(out_zero_point, jnp.int32).reshape(()),
+                               quant_min, quant_max, bias, bool(relu), out_dtype)

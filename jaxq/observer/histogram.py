@@ -297,16 +297,20 @@ def torch_histc(x: jax.Array, bins: int, min_val: jax.Array, max_val: jax.Array
       >>> torch_histc(jnp.array([0.0, 0.5, 1.0]), 2, 0.0, 1.0)
       Array([1., 2.], dtype=float32)
     """
+    return _histc_with_skipped(x, bins, min_val, max_val)[:bins]
+
+
+def _histc_with_skipped(x, bins: int, min_val, max_val) -> jax.Array:
+    """:func:`torch_histc` plus two extra counts: ``[bins]`` values outside the range
+    (or infinite), ``[bins + 1]`` NaN values. One pass over ``x``."""
     x = jnp.ravel(jnp.asarray(x, jnp.float32))
     lo, hi = _histc_edges(jnp.asarray(min_val, jnp.float32),
                           jnp.asarray(max_val, jnp.float32))
     inside = (x >= lo) & (x <= hi)
     scaled = exact_divide((x - lo) * jnp.float32(bins), hi - lo)
     position = jnp.minimum(jnp.where(inside, scaled, 0.0).astype(jnp.int32), bins - 1)
-    # Skipped values land in an extra bin that is cut off.
-    position = jnp.where(inside, position, bins)
-    counts = jnp.zeros((bins + 1,), jnp.float32).at[position].add(1.0)
-    return counts[:bins]
+    position = jnp.where(inside, position, jnp.where(x != x, bins + 1, bins))
+    return jnp.zeros((bins + 2,), jnp.float32).at[position].add(1.0)
 
 
 # ---------------------------------------------------------------------------
@@ -460,6 +464,7 @@ def _quantization_error(histogram, difference, low_difference, start_bin, end_bi
     return jnp.where(difference == 0, jnp.float32(0.0), error)
 
 
+@functools.partial(jax.jit, static_argnames="dst_nbins")
 def _non_linear_param_search(histogram, min_val, max_val, dst_nbins: int):
     """torch's ``_non_linear_param_search``: the ``(new_min, new_max)`` it selects."""
     bins = histogram.shape[0]
@@ -533,6 +538,44 @@ def _non_linear_param_search(histogram, min_val, max_val, dst_nbins: int):
     return new_min, new_max
 
 
+@jax.jit
+def _observe(state: State, x: jax.Array) -> State:
+    """One ``forward`` of torch's HistogramObserver on a flat, non-empty float32 ``x``.
+
+    Jitted on its own so that eager calls of every configuration with the same bins and
+    batch size share one compilation (inside a user's ``jit`` it is simply inlined).
+    """
+    histogram = state["histogram"]
+    bins = histogram.shape[0]
+    current_min, current_max = state["min_val"], state["max_val"]
+    x_min, x_max = _finite_min_max(x)
+    uninitialized = (current_min == jnp.inf) | (current_max == -jnp.inf)
+    # min(+inf, x_min) is x_min: the first batch's range falls out of the same rule.
+    new_min = jnp.where(uninitialized, x_min, jnp.minimum(current_min, x_min))
+    new_max = jnp.where(uninitialized, x_max, jnp.maximum(current_max, x_max))
+    counts = _histc_with_skipped(x, bins, new_min, new_max)
+    update_histogram = counts[:bins]
+    # XLA's CPU min/max reductions skip NaN; the histc pass counts them instead.
+    has_nan = counts[bins + 1] > 0
+    new_min = jnp.where(has_nan, jnp.float32(jnp.nan), new_min)
+    new_max = jnp.where(has_nan, jnp.float32(jnp.nan), new_max)
+    unchanged = (new_min == current_min) & (new_max == current_max)
+
+    def add(_):
+        return jnp.where(uninitialized, update_histogram, histogram + update_histogram)
+
+    def combine(_):
+        return _combine_histograms(histogram, current_min, current_max, update_histogram,
+                                   new_min, new_max)
+
+    combined = lax.cond(uninitialized | unchanged, add, combine, None)
+    # A batch of only infinities leaves everything as it was (torch returns early).
+    observed = ~(x_min > x_max) | has_nan
+    return {"histogram": jnp.where(observed, combined, histogram),
+            "min_val": jnp.where(observed, new_min, current_min),
+            "max_val": jnp.where(observed, new_max, current_max)}
+
+
 # ---------------------------------------------------------------------------
 # The functional core and the module.
 # ---------------------------------------------------------------------------
@@ -587,29 +630,10 @@ class HistogramCore(UniformQuantizationCore):
         x = jnp.ravel(as_observed_input(x))
         if x.size == 0:
             return state
-        histogram = state["histogram"]
-        current_min, current_max = state["min_val"], state["max_val"]
-        x_min, x_max = _finite_min_max(x)
-        uninitialized = (current_min == jnp.inf) | (current_max == -jnp.inf)
-        # min(+inf, x_min) is x_min: the first batch's range falls out of the same rule.
-        new_min = jnp.where(uninitialized, x_min, jnp.minimum(current_min, x_min))
-        new_max = jnp.where(uninitialized, x_max, jnp.maximum(current_max, x_max))
-        update_histogram = torch_histc(x, self.bins, new_min, new_max)
-        unchanged = (new_min == current_min) & (new_max == current_max)
-
-        def add(_):
-            return jnp.where(uninitialized, update_histogram, histogram + update_histogram)
-
-        def combine(_):
-            return _combine_histograms(histogram, current_min, current_max,
-                                       update_histogram, new_min, new_max)
-
-        combined = lax.cond(uninitialized | unchanged, add, combine, None)
-        # A batch of only infinities leaves everything as it was (torch returns early).
-        observed = ~(x_min > x_max)
-        return {"histogram": jnp.where(observed, combined, histogram),
-                "min_val": jnp.where(observed, new_min, current_min),
-                "max_val": jnp.where(observed, new_max, current_max)}
+        if state["histogram"].shape != (self.bins,):
+            raise ValueError(f"state['histogram'] has shape {state['histogram'].shape}; "
+                             f"this observer has bins={self.bins}")
+        return _observe(state, x)
 
     def calculate_qparams(self, state: State) -> tuple[jax.Array, jax.Array]:
         """``(scale f32[1], zero_point i32[1])`` from torch's L2 search.
@@ -622,7 +646,7 @@ class HistogramCore(UniformQuantizationCore):
         safe_min = jnp.where(never_observed, 0.0, min_val)
         safe_max = jnp.where(never_observed, 0.0, max_val)
         new_min, new_max = _non_linear_param_search(state["histogram"], safe_min,
-                                                    safe_max, self.dst_nbins)
+                                                    safe_max, dst_nbins=self.dst_nbins)
         return self._calculate_qparams(jnp.where(never_observed, min_val, new_min),
                                        jnp.where(never_observed, max_val, new_max))
 

@@ -146,18 +146,41 @@ def _fma(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
     return total + (total_error + product_error)
 
 
+def _pair_add(high, low, other_high, other_low):
+    """Float32-pair addition (a double-float stand-in for a float64 add)."""
+    total, error = _two_sum(high, other_high)
+    error = error + (low + other_low)
+    new_high = total + error
+    return new_high, error - (new_high - total)
+
+
 def _double_sum_cumulative(values: jax.Array) -> jax.Array:
-    """Prefix sums of float32 ``values`` as float32 ``(high, low)`` pairs (~48 bits).
+    """Prefix sums of float32 ``values`` in float32-pair precision, rounded to float32.
 
-    Stands in for torch's float64 accumulator in ``torch.cumsum`` (CPU, float32).
+    Stands in for torch's float64 accumulator in ``torch.cumsum`` (CPU, float32): the
+    pairs hold the exact sums of histogram counts (about 48 bits), so the result is
+    float32(exact prefix sum), as torch's float64 accumulation gives. Blocked as
+    64-wide rows (a scan over columns, then over row totals) to stay cheap to compile.
     """
-    def combine(left, right):
-        high, low = _two_sum(left[0], right[0])
-        low = low + (left[1] + right[1])
-        new_high = high + low
-        return new_high, low - (new_high - high)
+    n = values.shape[0]
+    width = 64
+    rows = -(-n // width)
+    padded = jnp.pad(values, (0, rows * width - n)).reshape(rows, width)
+    zeros = jnp.zeros((rows,), jnp.float32)
 
-    return lax.associative_scan(combine, (values, jnp.zeros_like(values)))
+    def along_row(carry, column):
+        carry = _pair_add(*carry, column, jnp.zeros_like(column))
+        return carry, carry
+
+    (row_high, row_low), (high, low) = lax.scan(along_row, (zeros, zeros), padded.T)
+
+    def over_rows(carry, row_total):
+        return _pair_add(*carry, *row_total), carry
+
+    _, (offset_high, offset_low) = lax.scan(
+        over_rows, (jnp.float32(0.0), jnp.float32(0.0)), (row_high, row_low))
+    high, low = _pair_add(high, low, offset_high[None, :], offset_low[None, :])
+    return (high + low).T.reshape(-1)[:n]
 
 
 def torch_float32_sum(values: jax.Array) -> jax.Array:
@@ -474,7 +497,6 @@ def _non_linear_param_search(histogram, min_val, max_val, dst_nbins: int):
     bin_width = exact_divide(max_val - min_val, jnp.float32(bins))
     total = torch_float32_sum(histogram)
     cumulative = _double_sum_cumulative(histogram)
-    cumulative = cumulative[0] + cumulative[1]          # torch rounds each to float32
     index = jnp.arange(bins, dtype=jnp.int32)
 
     def error(start_bin, end_bin):

@@ -112,7 +112,7 @@ def test_configs_match_torch(config, scenario, rng):
     _run_both(_scenarios(rng)[scenario], **_configs()[config])
 
 
-@pytest.mark.parametrize("bins", [100, 256, 5])
+@pytest.mark.parametrize("bins", [100, 5])
 def test_other_bin_counts_match_torch(bins, rng):
     batches = [(rng.standard_normal(N) * s).astype(np.float32) for s in (1.0, 3.0, 0.5)]
     _run_both(batches, bins=bins)

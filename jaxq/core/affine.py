@@ -90,8 +90,19 @@ def quantize_values(x: jax.Array, scale: jax.Array, zero_point: jax.Array | None
     round, the clamp masks the gradient).
     """
     q = rounded_values(x, scale, zero_point)
-    clamped = jnp.clip(q, quant_min, quant_max)
-    return jnp.where(jnp.isnan(q), jnp.asarray(quant_min, q.dtype), clamped)
+    return _clamp(q, quant_min, quant_max)
+
+
+def _clamp(q: jax.Array, quant_min: float, quant_max: float) -> jax.Array:
+    """``clamp(q, qmin, qmax)`` with NaN -> qmin and torch.clamp's gradient.
+
+    torch.clamp passes the gradient on the closed interval ``[qmin, qmax]``; jnp.clip
+    gives 0.5 at the bounds (max/min split ties), so the clamp is spelled with where.
+    """
+    low = jnp.asarray(quant_min, q.dtype)
+    high = jnp.asarray(quant_max, q.dtype)
+    clamped = jnp.where(q < low, low, jnp.where(q > high, high, q))
+    return jnp.where(jnp.isnan(q), low, clamped)
 
 
 def rounded_values(x: jax.Array, scale: jax.Array, zero_point: jax.Array | None
@@ -303,20 +314,43 @@ def _blocked(input, block_size, scale, zero_point):
     return input.reshape(view_shape), scale, zero_point
 
 
+def _rounded_product(a, b):
+    """``a * b`` rounded on its own even when an addition follows.
+
+    Under jit XLA fuses ``a * b + c`` into one loop and LLVM contracts it into a fused
+    multiply-add (one rounding); torchao, eager, rounds the product first. An identity
+    select between the two (NaN -> NaN) hides the product from the contraction, which
+    an optimization barrier does not (XLA removes barriers before code generation).
+    """
+    product = a * b
+    return jnp.where(jnp.isnan(product), jnp.asarray(jnp.nan, product.dtype), product)
+
+
+def _tinygemm_min_val(scale, zero_point, qmin, qmax):
+    mid_point = (qmax + qmin + 1) / 2
+    return zero_point - _rounded_product(scale, jnp.asarray(mid_point, scale.dtype))
+
+
+def _tinygemm_unclamped(x, scale, zero_point, qmin, qmax):
+    # torchao: round((x - (zp - scale * mid)) / scale) in the promoted dtype.
+    min_val = _tinygemm_min_val(scale, zero_point, qmin, qmax)
+    return round_ste(exact_divide(x - min_val, scale))
+
+
 def _quantize_blocks(x, scale, zero_point, qmin, qmax, domain):
     if domain is ZeroPointDomain.FLOAT:
-        mid_point = (qmax + qmin + 1) / 2
-        min_val = zero_point.astype(jnp.float32) - scale * mid_point
-        q = round_ste(exact_divide(x.astype(jnp.float32) - min_val, scale))
-        return jnp.where(jnp.isnan(q), jnp.float32(qmin), jnp.clip(q, qmin, qmax))
+        return _clamp(_tinygemm_unclamped(x, scale, zero_point, qmin, qmax), qmin, qmax)
     return quantize_values(x, scale, zero_point, qmin, qmax)
 
 
 def _dequantize_blocks(q, scale, zero_point, qmin, qmax, domain, output_dtype):
     if domain is ZeroPointDomain.FLOAT:
+        # torchao: ((q - mid) -> output_dtype) *= scale; += zero_point (in-place ops
+        # keep output_dtype after each step).
         mid_point = (qmax + qmin + 1) / 2
-        value = (q.astype(jnp.float32) - mid_point) * scale + zero_point
-        return value.astype(output_dtype)
+        value = (q.astype(jnp.float32) - mid_point).astype(output_dtype)
+        value = _rounded_product(value, scale).astype(output_dtype)
+        return (value + zero_point).astype(output_dtype)
     return dequantize_values(q, scale, zero_point, output_dtype)
 
 
@@ -345,6 +379,8 @@ def quantize_affine(input: jax.Array, block_size: Sequence[int], scale: jax.Arra
     qmin, qmax = quant_range(qdtype, quant_min, quant_max)
     zero_point = _zero_point_for_domain(zero_point, zero_point_domain)
     check_scale(scale)
+    if zero_point_domain is ZeroPointDomain.INT:
+        check_zero_point(zero_point, qmin, qmax)
     blocks, scale, zero_point = _blocked(input, block_size, scale, zero_point)
     q = _quantize_blocks(blocks, scale, zero_point, qmin, qmax, zero_point_domain)
     return cast_quantized(q.reshape(input.shape), qdtype)
@@ -390,15 +426,18 @@ def fake_quantize_affine_cachemask(input: jax.Array, block_size: Sequence[int],
     qmin, qmax = quant_range(quant_dtype, quant_min, quant_max)
     zero_point = _zero_point_for_domain(zero_point, zero_point_domain)
     check_scale(scale)
+    if zero_point_domain is ZeroPointDomain.INT:
+        check_zero_point(zero_point, qmin, qmax)
     blocks, scale, zero_point = _blocked(input, block_size, scale, zero_point)
     q = _quantize_blocks(blocks, scale, zero_point, qmin, qmax, zero_point_domain)
     out = _dequantize_blocks(q, scale, zero_point, qmin, qmax, zero_point_domain,
                              input.dtype)
     if zero_point_domain is ZeroPointDomain.FLOAT:
-        mid_point = (qmax + qmin + 1) / 2
-        unclamped = jnp.round(exact_divide(blocks - (zero_point - scale * mid_point), scale))
+        unclamped = _tinygemm_unclamped(blocks, scale, zero_point, qmin, qmax)
     else:
         unclamped = rounded_values(blocks, scale, zero_point)
+    # torchao's clamp keeps NaN, so NaN inputs fake-quantize to NaN.
+    out = jnp.where(jnp.isnan(unclamped), jnp.asarray(jnp.nan, out.dtype), out)
     mask = (unclamped >= qmin) & (unclamped <= qmax)
     return out.reshape(input.shape), mask.reshape(input.shape)
 

@@ -66,7 +66,9 @@ def _difference_over(high: jax.Array, low: jax.Array, divisor: int) -> jax.Array
     quotient = exact_divide(difference, float(divisor))
     product, product_error = _two_product(quotient, jnp.full_like(quotient, divisor))
     remainder = ((difference - product) - product_error) + difference_error
-    return quotient + exact_divide(remainder, float(divisor))
+    refined = quotient + exact_divide(remainder, float(divisor))
+    # Infinite statistics: the error terms are NaN; torch's double quotient is inf.
+    return jnp.where(jnp.isfinite(quotient), refined, quotient)
 
 
 def choose_quantization_params(min_val: jax.Array, max_val: jax.Array, quant_min: int,
@@ -160,9 +162,15 @@ class FusedFakeQuantizeCore(FakeQuantizeCore):
 
     def quantize_with_running(self, state, observer_state, x):
         min_val, max_val = observer_state["min_val"], observer_state["max_val"]
-        if is_concrete(min_val, max_val) and bool(jnp.any(min_val > max_val)):
-            raise ValueError("In ChooseQuantizationParams, min should be less than or "
-                             f"equal to max (min_val={min_val}, max_val={max_val})")
+        if is_concrete(min_val, max_val):
+            if bool(jnp.any(min_val > max_val)):
+                raise ValueError("In ChooseQuantizationParams, min should be less than or "
+                                 f"equal to max (min_val={min_val}, max_val={max_val})")
+            if not bool(jnp.all(jnp.isfinite(min_val) & jnp.isfinite(max_val))):
+                # torch computes an infinite scale and an INT32_MIN zero point here.
+                raise ValueError("the running min/max is not finite (min_val="
+                                 f"{min_val}, max_val={max_val}); torch would produce an "
+                                 "infinite scale and an invalid zero point")
         scale, zero_point = choose_quantization_params(
             min_val.reshape(-1), max_val.reshape(-1), self.quant_min, self.quant_max,
             self.is_symmetric_quant)

@@ -118,6 +118,14 @@ def test_other_bin_counts_match_torch(bins, rng):
     _run_both(batches, bins=bins)
 
 
+def test_large_batches_match_torch(rng):
+    # Above 2**16 values histc scatters a few slices separately (uneven sizes here).
+    size = (1 << 16) + 3
+    batches = [(rng.standard_normal(size) * s).astype(np.float32) for s in (1.0, 2.0)]
+    batches[1][[0, size - 1]] = [np.inf, -np.inf]
+    _run_both(batches)
+
+
 def test_many_range_changes_keep_histogram_exact(rng):
     # Each widening divides carried counts by 16, so after a few of them the float32
     # sums are no longer exact and torch's summation order shows in the last bits.

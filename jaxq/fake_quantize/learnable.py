@@ -7,10 +7,11 @@ so ``nnx.grad``/optax train them; the flags (``fake_quant_enabled``,
 
 torch mutates the parameters' ``.data`` in its forward (observer estimates copied
 in, scale clamped to eps, symmetric zero points zeroed). jaxq does the same value
-updates on the Params, and the forward uses ``param + stop_gradient(new - param)``
-so the gradient still reaches the Param exactly as torch's does. With
-``learning_enabled == 0`` (torch: ``requires_grad=False``) the parameters get no
-gradient.
+updates on the Params, and the forward uses an exact straight-through identity (``new`` forward, gradient to ``param``)
+so the gradient still reaches the Param exactly as torch's does. torch's
+``requires_grad`` is mirrored by the static attribute ``qparams_require_grad`` (True
+at construction, then set by ``toggle_qparam_learning``, as in torch): when False the
+parameters get no gradient.
 
 Example:
   >>> import jax.numpy as jnp
@@ -43,10 +44,19 @@ from jaxq.observer.base import FLOAT32_EPS, ObserverState
 __all__ = ["_LearnableFakeQuantize"]
 
 
+@jax.custom_jvp
 def _through(param: jax.Array, value: jax.Array) -> jax.Array:
     """``value`` in the forward pass, the gradient flows to ``param`` (torch's
-    ``param.data.copy_(value)`` followed by using ``param``)."""
-    return param + jax.lax.stop_gradient(value - param)
+    ``param.data.copy_(value)`` followed by using ``param``). Exact: no arithmetic."""
+    del param
+    return value
+
+
+@_through.defjvp
+def _through_jvp(primals, tangents):
+    _, value = primals
+    param_tangent, _ = tangents
+    return value, param_tangent
 
 
 class _LearnableFakeQuantize(FakeQuantizeBase):
@@ -98,6 +108,8 @@ class _LearnableFakeQuantize(FakeQuantizeBase):
         self._set_state(static_enabled=jnp.ones((1,), jnp.uint8),
                         learning_enabled=jnp.zeros((1,), jnp.uint8))
         self.bitwidth = int(math.log2(quant_max - quant_min + 1))
+        # torch's Parameters start with requires_grad=True although learning_enabled=0.
+        self.qparams_require_grad = True
         self.eps = float(np.float32(FLOAT32_EPS))
 
     # -- toggles (torch's names; they return self where torch does) ---------------
@@ -122,7 +134,11 @@ class _LearnableFakeQuantize(FakeQuantizeBase):
         self.toggle_observer_update(enabled)
 
     def toggle_qparam_learning(self, enabled: bool = True) -> _LearnableFakeQuantize:
+        """Sets ``learning_enabled`` and torch's ``requires_grad`` of scale/zero_point
+        (``qparams_require_grad``, a static attribute: toggling it retraces a jitted
+        step, once per phase)."""
         self._set_flag("learning_enabled", enabled)
+        self.qparams_require_grad = bool(enabled)
         return self
 
     def toggle_fake_quant(self, enabled: bool = True) -> _LearnableFakeQuantize:
@@ -147,16 +163,10 @@ class _LearnableFakeQuantize(FakeQuantizeBase):
         state = self.state.get_value()
         obs = self.activation_post_process
         scale_param, zero_point_param = self.scale[...], self.zero_point[...]
-        learning = state["learning_enabled"]
-        if is_traced_or_off(learning):
-            frozen_scale = jax.lax.stop_gradient(scale_param)
-            frozen_zero_point = jax.lax.stop_gradient(zero_point_param)
-            if is_traced(learning):
-                on = learning.reshape(-1)[0] == 1
-                scale_param = jnp.where(on, scale_param, frozen_scale)
-                zero_point_param = jnp.where(on, zero_point_param, frozen_zero_point)
-            else:
-                scale_param, zero_point_param = frozen_scale, frozen_zero_point
+        if not self.qparams_require_grad:
+            # torch's requires_grad=False: the Params get no gradient.
+            scale_param = jax.lax.stop_gradient(scale_param)
+            zero_point_param = jax.lax.stop_gradient(zero_point_param)
 
         def static(operand):
             observer_state, _, _ = operand
@@ -207,10 +217,3 @@ class _LearnableFakeQuantize(FakeQuantizeBase):
     forward = __call__
 
 
-def is_traced(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer)
-
-
-def is_traced_or_off(flag: jax.Array) -> bool:
-    """True if the flag is traced, or concrete and off."""
-    return is_traced(flag) or int(np.asarray(flag).reshape(-1)[0]) != 1

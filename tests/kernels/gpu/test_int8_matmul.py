@@ -100,7 +100,7 @@ def test_block_table_is_valid():
             assert block.block_m % 64 == 0 and block.num_warps % 4 == 0
         smem = block.num_stages * (block.block_m + block.block_n) * block.block_k
         assert smem <= 200 * 1024
-    small = int8_matmul_block(3, 40, 72)  # clamped to the problem
+    small = int8_matmul_block(3, 72, 40)  # (m, n, k): clamped to the problem
     assert (small.block_m, small.block_n, small.block_k) == (16, 64, 64)
 
 

@@ -83,7 +83,7 @@ def is_power_of_two(n: int) -> bool:
 
 def _ptx_unary(asm: str, v: jax.Array) -> jax.Array:
     [out] = pltriton.elementwise_inline_asm(
-        asm, args=[v], constraints="=r,r", pack=1,
+        asm, args=[v], constraints="=f,f", pack=1,
         result_shape_dtypes=[jax.ShapeDtypeStruct(v.shape, jnp.float32)])
     return out
 
@@ -108,7 +108,7 @@ def ieee_divide(numerator: jax.Array, denominator, interpret: bool) -> jax.Array
     [quotient] = pltriton.elementwise_inline_asm(
         "div.rn.f32 $0, $1, $2;",
         args=[numerator, denominator],
-        constraints="=r,r,r",
+        constraints="=f,f,f",  # .f32 registers
         pack=1,
         result_shape_dtypes=[jax.ShapeDtypeStruct(numerator.shape, jnp.float32)],
     )

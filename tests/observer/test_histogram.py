@@ -218,6 +218,22 @@ def test_lax_scan_over_batches_matches_torch(rng):
     assert_qparams_equal(jax.jit(core.calculate_qparams)(state), theirs.calculate_qparams())
 
 
+def test_vmap_over_stacked_observers(rng):
+    # e.g. one observer per layer of a scanned model: a leading axis on the state.
+    core = HistogramCore.create(bins=256)
+    batches = np.stack([rng.standard_normal(N) * s for s in (1.0, 3.0)]).astype(np.float32)
+    state = jax.tree.map(lambda v: jnp.stack([v, v]), core.init())
+    update = jax.jit(jax.vmap(core.update))
+    state = update(update(state, batches), batches * 1.7)
+    scales, zero_points = jax.jit(jax.vmap(core.calculate_qparams))(state)
+    for i in range(2):
+        theirs = _torch_observer(bins=256)
+        theirs(to_torch(batches[i]))
+        theirs(to_torch(batches[i] * np.float32(1.7)))
+        _assert_state_equal(jax.tree.map(lambda v: v[i], state), theirs)
+        assert_qparams_equal((scales[i], zero_points[i]), theirs.calculate_qparams())
+
+
 def test_nnx_jit_module(rng):
     obs = HistogramObserver(reduce_range=True)
 

@@ -21,6 +21,6 @@ from jaxq.nn.modules import (  # noqa: F401
     Tanh,
 )
 
-# --- nn-qat subpackages (intrinsic, qat) are imported below once they exist ---
+from jaxq.nn import intrinsic, qat  # noqa: F401,E402
 
 # --- nn-quantized subpackages (added by the nn-quantized helper, one line each) ---

@@ -384,7 +384,10 @@ def _combine_histograms(histogram, orig_min, orig_max, update_histogram, update_
 
 
 def _finite_min_max(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Batch min/max without +-inf (torch drops them); NaN propagates."""
+    """Batch min/max without +-inf (torch drops them).
+
+    NaN is detected by the histc pass instead (XLA's CPU min/max reductions skip it).
+    """
     x_min, x_max = jnp.min(x), jnp.max(x)
 
     def without_infinities(_):

@@ -19,7 +19,7 @@ Example:
   >>> from jaxq.observer import MovingAverageMinMaxObserver
   >>> from jaxq.fake_quantize import _LearnableFakeQuantize
   >>> fq = _LearnableFakeQuantize(MovingAverageMinMaxObserver, quant_min=0, quant_max=255)
-  >>> fq.enable_param_learning()
+  >>> _ = fq.enable_param_learning()
   >>> grads = nnx.grad(lambda m: m(jnp.array([0.3, -1.2])).sum())(fq)
 """
 
@@ -39,7 +39,7 @@ from jaxq.core.fake_quantize_ops import (
     fake_quantize_learnable_per_tensor_affine,
 )
 from jaxq.fake_quantize.base import FakeQuantizeBase, branch
-from jaxq.observer.base import FLOAT32_EPS, ObserverState
+from jaxq.observer.base import FLOAT32_EPS
 
 __all__ = ["_LearnableFakeQuantize"]
 

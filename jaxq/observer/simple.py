@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxq.core.dtypes import QuantDType, as_quant_dtype, float16, float32, quint8
+from jaxq.core.dtypes import as_quant_dtype, float16, float32, quint8
 from jaxq.core.qscheme import QScheme, as_qscheme, per_tensor_affine
 from jaxq.observer.base import FLOAT32_EPS, ObserverBase, ObserverCore, is_concrete
 

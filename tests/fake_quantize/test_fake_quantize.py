@@ -21,7 +21,6 @@ from jaxq.fake_quantize import (
     enable_observer,
 )
 from jaxq.observer import (
-    FixedQParamsObserver,
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,

@@ -1,13 +1,15 @@
-"""jaxq: PyTorch's torch.ao.quantization stack rebuilt on JAX and Flax."""
+"""jaxq: PyTorch's torch.ao.quantization stack rebuilt on JAX and Flax.
 
+torch names live at the analogous jaxq path: ``torch.quantize_per_tensor`` ->
+``jaxq.quantize_per_tensor``, ``torch.ao.quantization.X`` -> ``jaxq.X``,
+``torch.ao.quantization.observer.X`` -> ``jaxq.observer.X`` (see docs/torch_api.md).
+"""
+
+# Layer 1: the numerics core.
 from jaxq.core import ranges
 from jaxq.core.affine import (
-    choose_qparams_affine,
-    choose_qparams_affine_with_min_max,
-    dequantize_affine,
-    fake_quantize_affine,
-    fake_quantize_affine_cachemask,
-    quantize_affine,
+    choose_qparams_affine, choose_qparams_affine_with_min_max, dequantize_affine,
+    fake_quantize_affine, fake_quantize_affine_cachemask, quantize_affine,
 )
 from jaxq.core.dtypes import (
     QuantDType, TorchAODType, as_quant_dtype,
@@ -16,6 +18,12 @@ from jaxq.core.dtypes import (
     int1, int2, int3, int4, int5, int6, int7,
     uint1, uint2, uint3, uint4, uint5, uint6, uint7,
     float16, bfloat16, float32, float8_e4m3fn, float8_e5m2,
+)
+from jaxq.core.fake_quantize_ops import (
+    _fake_quantize_learnable_per_channel_affine, _fake_quantize_learnable_per_tensor_affine,
+    fake_quantize_learnable_per_channel_affine, fake_quantize_learnable_per_tensor_affine,
+    fake_quantize_per_channel_affine, fake_quantize_per_channel_affine_cachemask,
+    fake_quantize_per_tensor_affine, fake_quantize_per_tensor_affine_cachemask,
 )
 from jaxq.core.granularity import (
     Granularity, MappingType, PerAxis, PerBlock, PerGroup, PerRow, PerTensor, PerToken,
@@ -26,5 +34,43 @@ from jaxq.core.qscheme import (
     per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric,
     per_tensor_affine, per_tensor_symmetric,
 )
+from jaxq.core.qtensor import QTensor, dequantize, quantize_per_channel, quantize_per_tensor
+
+# Layers 2-3: observers, fake-quantize, configuration (torch.ao.quantization names).
+from jaxq import backend_config, custom_config, fake_quantize, observer, qconfig, qconfig_mapping
+from jaxq.observer import (
+    AffineQuantizedObserverBase, FixedQParamsObserver, HistogramObserver, MinMaxObserver,
+    MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, NoopObserver,
+    ObserverBase, PerChannelMinMaxObserver, PlaceholderObserver, RecordingObserver,
+    ReuseInputObserver, UniformQuantizationObserverBase,
+    default_affine_fixed_qparams_observer, default_debug_observer,
+    default_dynamic_quant_observer, default_fixed_qparams_range_0to1_observer,
+    default_fixed_qparams_range_neg1to1_observer, default_float_qparams_observer,
+    default_float_qparams_observer_4bit, default_histogram_observer, default_observer,
+    default_per_channel_weight_observer, default_placeholder_observer,
+    default_reuse_input_observer, default_symmetric_fixed_qparams_observer,
+    default_weight_observer, get_observer_state_dict, load_observer_state_dict,
+    per_channel_weight_observer_range_neg_127_to_127, weight_observer_range_neg_127_to_127,
+)
+from jaxq.fake_quantize import (
+    FakeQuantize, FakeQuantizeBase, FixedQParamsFakeQuantize, FusedMovingAvgObsFakeQuantize,
+    default_affine_fixed_qparams_fake_quant, default_dynamic_fake_quant,
+    default_embedding_fake_quant, default_embedding_fake_quant_4bit, default_fake_quant,
+    default_fixed_qparams_range_0to1_fake_quant, default_fixed_qparams_range_neg1to1_fake_quant,
+    default_fused_act_fake_quant, default_fused_per_channel_wt_fake_quant,
+    default_fused_wt_fake_quant, default_histogram_fake_quant,
+    default_per_channel_weight_fake_quant, default_symmetric_fixed_qparams_fake_quant,
+    default_weight_fake_quant, disable_fake_quant, disable_observer, enable_fake_quant,
+    enable_observer, fused_per_channel_wt_fake_quant_range_neg_127_to_127,
+    fused_wt_fake_quant_range_neg_127_to_127,
+)
+from jaxq.qconfig import (
+    QConfig, QConfigAny, QConfigDynamic, get_default_qat_qconfig, get_default_qat_qconfig_dict,
+    get_default_qconfig, get_default_qconfig_dict, qconfig_equals,
+)
+from jaxq.qconfig_mapping import (
+    QConfigMapping, get_default_qat_qconfig_mapping, get_default_qconfig_mapping,
+)
+from jaxq.custom_config import QuantType
 
 __version__ = "0.1.0"

@@ -332,7 +332,11 @@ def _histc_with_skipped(x, bins: int, min_val, max_val) -> jax.Array:
     lo, hi = _histc_edges(jnp.asarray(min_val, jnp.float32),
                           jnp.asarray(max_val, jnp.float32))
     inside = (x >= lo) & (x <= hi)
-    scaled = exact_divide((x - lo) * jnp.float32(bins), hi - lo)
+    # A true division (XLA would multiply by the reciprocal of a broadcast divisor).
+    # The divisor is made per-element with ``x * 0`` rather than exact_divide's barrier,
+    # which would materialise a batch-sized copy; ``x * 0`` is NaN only where x is
+    # infinite or NaN, and those values are skipped anyway.
+    scaled = ((x - lo) * jnp.float32(bins)) / ((hi - lo) + x * jnp.float32(0.0))
     position = jnp.minimum(jnp.where(inside, scaled, 0.0).astype(jnp.int32), bins - 1)
     position = jnp.where(inside, position, jnp.where(x != x, bins + 1, bins))
     # Independent scatters over a few slices run faster on XLA's CPU backend than one

@@ -24,3 +24,4 @@ from jaxq.nn.modules import (  # noqa: F401
 from jaxq.nn import intrinsic, qat  # noqa: F401,E402
 
 # --- nn-quantized subpackages (added by the nn-quantized helper, one line each) ---
+from jaxq.nn import quantized  # noqa: F401,E402

@@ -33,3 +33,4 @@ __all__ = ["ConvBn1d", "ConvBn2d", "ConvBn3d", "ConvBnReLU1d", "ConvBnReLU2d",
 from jaxq.nn.intrinsic import qat  # noqa: E402,F401
 
 # --- nn-quantized subpackage (added by the nn-quantized helper, one line) ---
+from jaxq.nn.intrinsic import quantized  # noqa: E402,F401

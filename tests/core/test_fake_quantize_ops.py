@@ -1,5 +1,7 @@
 """jaxq.core.fake_quantize_ops against torch's fake-quant ops (outputs, masks, gradients)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -17,6 +19,9 @@ RANGE_IDS = ["quint8", "qint8", "quint8_rr", "qint8_rr", "custom4", "no_zero", "
 DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16),
           "bfloat16": (ml_dtypes.bfloat16, torch.bfloat16)}
 SHAPES = [(7,), (3, 5), (2, 3, 4), (2, 3, 2, 3)]
+# float32 runs by default; the half-precision sweeps are marked slow (CI runs them).
+DTYPE_PARAMS = ["float32"] + [pytest.param(name, marks=pytest.mark.slow)
+                              for name in ("float16", "bfloat16")]
 
 
 def make_input(rng, shape, scale, quant_min, quant_max, specials=True):
@@ -63,19 +68,53 @@ def _check_per_tensor(rng, x, dtype_name, scale, zero_point, quant_min, quant_ma
         xt, scale, zero_point, quant_min, quant_max)
     y_t, dx_t = torch_grad(lambda v: torch.fake_quantize_per_tensor_affine(
         v, scale, zero_point, quant_min, quant_max), xt, dy)
-    out, mask = F.fake_quantize_per_tensor_affine_cachemask(xj, scale, zero_point,
-                                                           quant_min, quant_max)
+    out, mask, y, dx = _per_tensor_all(xj, scale, zero_point, dy.astype(xj.dtype),
+                                       quant_min, quant_max)
     assert out.dtype == xj.dtype and out.shape == x.shape
     assert_same(out, expected)
     assert_same(out, y_t)
     np.testing.assert_array_equal(np.asarray(mask), mask_t.numpy())
-    y, vjp = jax.vjp(lambda v: F.fake_quantize_per_tensor_affine(
-        v, scale, zero_point, quant_min, quant_max), jnp.asarray(xj))
     assert_same(y, y_t)
-    assert_same(vjp(jnp.asarray(dy).astype(xj.dtype))[0], dx_t)
+    assert_same(dx, dx_t)
 
 
-@pytest.mark.parametrize("dtype_name", list(DTYPES))
+# The comparisons run jitted (one compile per case instead of one per primitive);
+# eager calls are compared with jitted ones in test_jit_matches_eager_*.
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _per_tensor_all(x, scale, zero_point, dy, quant_min, quant_max):
+    out, mask = F.fake_quantize_per_tensor_affine_cachemask(x, scale, zero_point,
+                                                           quant_min, quant_max)
+    y, vjp = jax.vjp(lambda v: F.fake_quantize_per_tensor_affine(
+        v, scale, zero_point, quant_min, quant_max), x)
+    return out, mask, y, vjp(dy)[0]
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _per_channel_all(x, scale, zero_point, dy, axis, quant_min, quant_max):
+    out, mask = F.fake_quantize_per_channel_affine_cachemask(x, scale, zero_point, axis,
+                                                            quant_min, quant_max)
+    y, vjp = jax.vjp(lambda v: F.fake_quantize_per_channel_affine(
+        v, scale, zero_point, axis, quant_min, quant_max), x)
+    return out, mask, y, vjp(dy)[0]
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6))
+def _learnable_per_tensor_all(x, scale, zero_point, dy, quant_min, quant_max,
+                              grad_factor):
+    y, vjp = jax.vjp(lambda v, s, z: F.fake_quantize_learnable_per_tensor_affine(
+        v, s, z, quant_min, quant_max, grad_factor), x, scale, zero_point)
+    return (y,) + vjp(dy)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _learnable_per_channel_all(x, scale, zero_point, dy, axis, quant_min, quant_max,
+                               grad_factor):
+    y, vjp = jax.vjp(lambda v, s, z: F.fake_quantize_learnable_per_channel_affine(
+        v, s, z, axis, quant_min, quant_max, grad_factor), x, scale, zero_point)
+    return (y,) + vjp(dy)
+
+
+@pytest.mark.parametrize("dtype_name", DTYPE_PARAMS)
 @pytest.mark.parametrize("quant_range", RANGES, ids=RANGE_IDS)
 def test_per_tensor_matches_torch(rng, dtype_name, quant_range):
     quant_min, quant_max = quant_range
@@ -132,15 +171,13 @@ def _check_per_channel(rng, x, dtype_name, scale, zero_point, axis, quant_min, q
         xt, st, zt, axis, quant_min, quant_max)
     y_t, dx_t = torch_grad(lambda v: torch.fake_quantize_per_channel_affine(
         v, st, zt, axis, quant_min, quant_max), xt, dy)
-    out, mask = F.fake_quantize_per_channel_affine_cachemask(xj, scale, zero_point, axis,
-                                                            quant_min, quant_max)
+    out, mask, y, dx = _per_channel_all(xj, scale, zero_point, dy.astype(xj.dtype), axis,
+                                        quant_min, quant_max)
     assert out.dtype == xj.dtype
     assert_same(out, expected)
     np.testing.assert_array_equal(np.asarray(mask), mask_t.numpy())
-    y, vjp = jax.vjp(lambda v: F.fake_quantize_per_channel_affine(
-        v, scale, zero_point, axis, quant_min, quant_max), jnp.asarray(xj))
     assert_same(y, y_t)
-    assert_same(vjp(jnp.asarray(dy).astype(xj.dtype))[0], dx_t)
+    assert_same(dx, dx_t)
 
 
 @pytest.mark.parametrize("float_zero_point", [False, True], ids=["int_zp", "float_zp"])
@@ -152,7 +189,7 @@ def test_per_channel_every_axis(rng, shape, float_zero_point):
         _check_per_channel(rng, x, "float32", scale, zero_point, axis, -128, 127)
 
 
-@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("dtype_name", DTYPE_PARAMS)
 @pytest.mark.parametrize("quant_range", RANGES, ids=RANGE_IDS)
 def test_per_channel_ranges_and_dtypes(rng, quant_range, dtype_name):
     quant_min, quant_max = quant_range
@@ -206,11 +243,9 @@ def _check_learnable_per_tensor(rng, x, scale, zero_point, quant_min, quant_max,
     yt = torch._fake_quantize_learnable_per_tensor_affine(xt, st, zt, quant_min,
                                                           quant_max, grad_factor)
     yt.backward(torch.tensor(dy))
-    y, vjp = jax.vjp(
-        lambda v, s, z: F.fake_quantize_learnable_per_tensor_affine(
-            v, s, z, quant_min, quant_max, grad_factor),
-        jnp.asarray(x), jnp.array([scale], jnp.float32), jnp.array([zero_point], jnp.float32))
-    dx, d_scale, d_zero_point = vjp(jnp.asarray(dy))
+    y, dx, d_scale, d_zero_point = _learnable_per_tensor_all(
+        x, np.array([scale], np.float32), np.array([zero_point], np.float32), dy,
+        quant_min, quant_max, grad_factor)
     assert_same(y, yt)
     assert_same(dx, xt.grad)
     assert d_scale.shape == (1,) and d_zero_point.shape == (1,)
@@ -265,11 +300,8 @@ def _check_learnable_per_channel(rng, x, scale, zero_point, axis, quant_min, qua
     yt = torch._fake_quantize_learnable_per_channel_affine(xt, st, zt, axis, quant_min,
                                                            quant_max, grad_factor)
     yt.backward(torch.tensor(dy))
-    y, vjp = jax.vjp(
-        lambda v, s, z: F.fake_quantize_learnable_per_channel_affine(
-            v, s, z, axis, quant_min, quant_max, grad_factor),
-        jnp.asarray(x), jnp.asarray(scale), jnp.asarray(zero_point))
-    dx, d_scale, d_zero_point = vjp(jnp.asarray(dy))
+    y, dx, d_scale, d_zero_point = _learnable_per_channel_all(
+        x, scale, zero_point, dy, axis, quant_min, quant_max, grad_factor)
     assert_same(y, yt)
     assert_same(dx, xt.grad)
     assert d_scale.shape == scale.shape and d_zero_point.shape == zero_point.shape
@@ -306,8 +338,8 @@ def test_learnable_gradients_per_element_are_exact(rng, magnitude):
     xt, st, zt = (torch.tensor(v, requires_grad=True) for v in (x, scale, zero_point))
     torch._fake_quantize_learnable_per_channel_affine(
         xt, st, zt, 0, quant_min, quant_max, 0.3).sum().backward()
-    grads = jax.grad(lambda v, s, z: F.fake_quantize_learnable_per_channel_affine(
-        v, s, z, 0, quant_min, quant_max, 0.3).sum(), argnums=(0, 1, 2))(x, scale, zero_point)
+    grads = _learnable_per_channel_all(x, scale, zero_point, np.ones_like(x), 0, quant_min,
+                                       quant_max, 0.3)[1:]
     for actual, expected in zip(grads, (xt.grad, st.grad, zt.grad)):
         assert_same(actual, expected)
 

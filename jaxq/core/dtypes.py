@@ -70,6 +70,14 @@ class QuantDType:
     def __repr__(self) -> str:
         return f"jaxq.{self.name}"
 
+    # dtypes are immutable singletons compared with `is` (like torch's); copying a model
+    # (copy.deepcopy in the eager workflow) must keep them identical.
+    def __copy__(self) -> QuantDType:
+        return self
+
+    def __deepcopy__(self, memo: Any) -> QuantDType:
+        return self
+
 
 def _int(name, storage, lo, hi, bits, *, values_per_byte=1, is_quantized=False):
     return QuantDType(name, np.dtype(storage), lo, hi, bits, lo < 0,

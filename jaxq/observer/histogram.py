@@ -84,6 +84,7 @@ from jaxq.observer.base import (
     as_observed_input,
     is_concrete,
 )
+from jaxq.observer.min_max import _check_symmetric_reduce_range, check_factory_kwargs
 
 __all__ = ["HistogramCore", "HistogramObserver", "default_histogram_observer",
            "torch_histc", "torch_linspace", "torch_float32_sum"]
@@ -737,8 +738,6 @@ class HistogramObserver(UniformQuantizationObserverBase):
                  quant_min: int | None = None, quant_max: int | None = None,
                  factory_kwargs: Any = None, eps: float = FLOAT32_EPS,
                  is_dynamic: bool = False, **kwargs: Any):
-        from jaxq.observer.min_max import _check_symmetric_reduce_range, check_factory_kwargs
-
         if kwargs:
             raise TypeError(f"HistogramObserver got unexpected arguments {sorted(kwargs)}")
         if not as_qscheme(qscheme).is_per_tensor:

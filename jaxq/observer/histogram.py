@@ -332,23 +332,26 @@ def _histc_with_skipped(x, bins: int, min_val, max_val) -> jax.Array:
     x = jnp.ravel(jnp.asarray(x, jnp.float32))
     lo, hi = _histc_edges(jnp.asarray(min_val, jnp.float32),
                           jnp.asarray(max_val, jnp.float32))
-    inside = (x >= lo) & (x <= hi)
-    # A true division (XLA would multiply by the reciprocal of a broadcast divisor).
-    # The divisor is made per-element with ``x * 0`` rather than exact_divide's barrier,
-    # which would materialise a batch-sized copy; ``x * 0`` is NaN only where x is
-    # infinite or NaN, and those values are skipped anyway.
-    scaled = ((x - lo) * jnp.float32(bins)) / ((hi - lo) + x * jnp.float32(0.0))
-    position = jnp.minimum(jnp.where(inside, scaled, 0.0).astype(jnp.int32), bins - 1)
-    position = jnp.where(inside, position, jnp.where(x != x, bins + 1, bins))
+
+    def slice_counts(part):
+        inside = (part >= lo) & (part <= hi)
+        # A true division (XLA would multiply by the reciprocal of a broadcast
+        # divisor). The divisor is made per-element with ``part * 0`` rather than
+        # exact_divide's barrier, which would materialise a batch-sized copy;
+        # ``part * 0`` is NaN only where the value is infinite or NaN, and those
+        # values are skipped anyway.
+        scaled = ((part - lo) * jnp.float32(bins)) / ((hi - lo) + part * jnp.float32(0.0))
+        position = jnp.minimum(jnp.where(inside, scaled, 0.0).astype(jnp.int32), bins - 1)
+        position = jnp.where(inside, position, jnp.where(part != part, bins + 1, bins))
+        return jnp.zeros((bins + 2,), jnp.float32).at[position].add(1.0)
+
     # Independent scatters over a few slices run faster on XLA's CPU backend than one
     # long serial scatter; the counts are integers, so the sum is exact in any order.
-    n = position.shape[0]
+    n = x.shape[0]
     n_slices = _SCATTER_SLICES if n >= _SCATTER_MIN_SIZE else 1
-    counts = None
-    for k in range(n_slices):
-        part = position[k * n // n_slices:(k + 1) * n // n_slices]
-        part_counts = jnp.zeros((bins + 2,), jnp.float32).at[part].add(1.0)
-        counts = part_counts if counts is None else counts + part_counts
+    counts = slice_counts(x[:n // n_slices])
+    for k in range(1, n_slices):
+        counts = counts + slice_counts(x[k * n // n_slices:(k + 1) * n // n_slices])
     return counts
 
 

@@ -19,8 +19,13 @@ Conventions of :data:`TORCH_TO_JAXQ`:
 * Flax expresses activations as functions, so torch's activation *modules*
   (``torch.nn.ReLU``) translate to the same JAX function as their functional form.
 * torch's quantization modules (``torch.ao.nn.intrinsic.ConvReLU2d``, ``torch.ao.nn.qat.Linear``,
-  ``torch.ao.nn.quantized.reference.Conv2d``, ...) translate to the same name under
-  ``jaxq.nn``; they resolve once those modules exist.
+  ``torch.ao.nn.quantized.reference.Conv2d``, ``torch.ao.nn.quantized.Linear``, ...) translate to
+  the same name under ``jaxq.nn``; they resolve once those modules exist.
+* Observer and fake-quantize classes (``torch.ao.quantization.observer.MinMaxObserver``,
+  ``torch.ao.quantization.fake_quantize.FakeQuantize``, ...) translate to the same name under
+  ``jaxq.observer`` / ``jaxq.fake_quantize``: QConfigs name them (:mod:`jaxq.interop`). In a
+  QConfig, ``torch.nn.Identity`` is a constructor and becomes :class:`jaxq.qconfig.Identity`
+  (the table's ``jax.nn.identity`` is its meaning as a pattern).
 
 Because Flax modules are rank-agnostic, several torch patterns collapse onto one jaxq pattern
 (``(Conv1d, ReLU)``, ``(Conv2d, ReLU)`` -> ``(nnx.Conv, jax.nn.relu)``). Where torch's
@@ -196,6 +201,27 @@ TORCH_TO_JAXQ: dict[str, Translation] = {
                   "jaxq.fuser_method_mappings", [
                       "fuse_conv_bn", "fuse_conv_bn_relu", "fuse_linear_bn",
                       "fuse_convtranspose_bn"]),
+    # --- Observer / fake-quantize classes (QConfig constructors; PyTorch interop) ----------
+    **_same_names("torch.ao.quantization.observer", "jaxq.observer", [
+        "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
+        "MovingAveragePerChannelMinMaxObserver", "HistogramObserver", "PlaceholderObserver",
+        "RecordingObserver", "NoopObserver", "ReuseInputObserver", "FixedQParamsObserver"]),
+    **_same_names("torch.ao.quantization.fake_quantize", "jaxq.fake_quantize", [
+        "FakeQuantize", "FixedQParamsFakeQuantize", "FusedMovingAvgObsFakeQuantize"]),
+    "torch.ao.quantization._learnable_fake_quantize._LearnableFakeQuantize": Translation(
+        "jaxq.fake_quantize._LearnableFakeQuantize"),
+    # --- Eager stubs and converted (quantized) modules: checkpoints and custom configs ----
+    "torch.ao.quantization.stubs.QuantStub": Translation("jaxq.eager.QuantStub"),
+    "torch.ao.quantization.stubs.DeQuantStub": Translation("jaxq.eager.DeQuantStub"),
+    "torch.ao.quantization.stubs.QuantWrapper": Translation("jaxq.eager.QuantWrapper"),
+    **_same_names("torch.ao.nn.quantized", "jaxq.nn.quantized", [
+        "Linear", "Conv1d", "Conv2d", "Conv3d", "Quantize", "DeQuantize", "BatchNorm2d",
+        "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+        "InstanceNorm3d", "ELU", "Hardswish", "LeakyReLU", "ReLU6", "Sigmoid", "Softmax",
+        "Dropout", "FloatFunctional", "FXFloatFunctional", "QFunctional"]),
+    **_same_names("torch.ao.nn.quantized.dynamic", "jaxq.nn.quantized.dynamic", ["Linear"]),
+    **_same_names("torch.ao.nn.intrinsic.quantized", "jaxq.nn.intrinsic.quantized", [
+        "LinearReLU", "BNReLU2d", "BNReLU3d", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d"]),
 }
 
 
@@ -380,3 +406,48 @@ class ByRank:
         if not callable(target):
             raise TypeError(f"ByRank value {target!r} for this rank is not callable")
         return target(*args, **kwargs)
+
+
+_JAXQ_OBJECT_TO_TORCH_NAMES: dict[Any, list[str]] | None = None
+
+
+def _jaxq_to_torch_index() -> dict[Any, list[str]]:
+    global _JAXQ_OBJECT_TO_TORCH_NAMES
+    if _JAXQ_OBJECT_TO_TORCH_NAMES is None:
+        index: dict[Any, list[str]] = {}
+        for name, translation in TORCH_TO_JAXQ.items():
+            target = to_jaxq(name, missing="none")
+            if target is None:
+                continue
+            key = ("method", target) if isinstance(target, str) else _identity_key(target)
+            index.setdefault(key, []).append(name)
+        _JAXQ_OBJECT_TO_TORCH_NAMES = index
+    return _JAXQ_OBJECT_TO_TORCH_NAMES
+
+
+def torch_names_for(jaxq_object: Any) -> list[str]:
+    """Every table key that translates to ``jaxq_object``, in table order (the inverse of
+    :func:`to_jaxq`; one jaxq object may stand for several torch names).
+
+    ``jaxq_object`` is a jaxq / Flax / JAX object or a jax.Array method name string.
+    Does not import torch.
+
+    Example:
+      >>> from flax import nnx
+      >>> torch_names_for(nnx.Conv)
+      ['torch.nn.Conv1d', 'torch.nn.Conv2d', 'torch.nn.Conv3d']
+      >>> torch_names_for("reshape")
+      ['reshape', 'view']
+    """
+    key = ("method", jaxq_object) if isinstance(jaxq_object, str) else _identity_key(jaxq_object)
+    return list(_jaxq_to_torch_index().get(key, []))
+
+
+def jaxq_path_of(jaxq_object: Any) -> str | None:
+    """The table's dotted target path for ``jaxq_object`` (``nnx.Conv`` -> ``"flax.nnx.Conv"``),
+    or None when no table entry targets it."""
+    for name in torch_names_for(jaxq_object):
+        target = TORCH_TO_JAXQ[name].target
+        if target is not None and not target.startswith("."):
+            return target
+    return None

@@ -56,6 +56,7 @@ Example:
   (4, 2)
 """
 
+from jaxq.kernels import cpu as _cpu  # registers the native CPU backend (built lazily)
 from jaxq.kernels.matmul import quantized_matmul
 from jaxq.kernels.problem import DynamicQuantization, MatmulArgs, MatmulProblem
 from jaxq.kernels.registry import (

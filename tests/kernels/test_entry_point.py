@@ -74,7 +74,11 @@ def test_vmap_equals_per_example_calls(rng, backend, mode):
     else:
         batched = jax.jit(jax.vmap(fn))(xs)
         single = [jax.jit(fn)(xs[i]) for i in range(batch)]
-    np.testing.assert_array_equal(np.asarray(batched), np.stack(single))
+    if mode == "weight_only4":  # float accumulation: XLA may reorder a batched dot
+        np.testing.assert_allclose(np.asarray(batched), np.stack(single), rtol=1e-5,
+                                   atol=1e-5)
+    else:
+        np.testing.assert_array_equal(np.asarray(batched), np.stack(single))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,0 +1,69 @@
+"""Native CPU backend (``"cpu_native"``): AVX512-VNNI / AVX2 int8 kernels via XLA's FFI.
+
+Importing this package registers the backend and its weight layouts; nothing is compiled
+until the backend is first asked whether it is available (the first quantized matmul or
+``pack_weight`` on a CPU). See :mod:`jaxq.kernels.cpu.build` for how and where the
+library is built, and ``kernels/cpu/`` for the sources.
+
+Functions:
+  available(): whether the kernels run here (builds them on first call).
+  unavailable_reason(): why not, or None.
+  isa(): ``"avx512_vnni"``, ``"avx2"`` or ``"none"`` (the path in use).
+  force_isa(name): use a lower ISA than detected (tests of the AVX2 path), or None to
+    restore the detected one.
+  num_threads() / set_num_threads(n): the persistent pool's size (caller included).
+    ``JAXQ_NUM_THREADS`` sets it at startup; default: the CPUs this process may use.
+"""
+
+from __future__ import annotations
+
+from jaxq.kernels import registry, weights
+from jaxq.kernels.cpu import native
+from jaxq.kernels.cpu.backend import LAYOUTS, available, default_layout, matmul, supports
+
+__all__ = ["BACKEND_NAME", "available", "force_isa", "isa", "num_threads",
+           "set_num_threads", "unavailable_reason"]
+
+BACKEND_NAME = "cpu_native"
+
+for _layout in LAYOUTS:
+    weights.register_weight_layout(_layout)
+weights.add_default_layout_hook(default_layout)
+registry.register_backend(registry.Backend(
+    name=BACKEND_NAME, platform="cpu", matmul=matmul, supports=supports,
+    available=available, priority=10))
+
+
+def unavailable_reason() -> str | None:
+    return native.unavailable_reason()
+
+
+def _lib():
+    lib = native.load()
+    if lib is None:
+        raise RuntimeError(f"the native CPU backend is unavailable: {unavailable_reason()}")
+    return lib
+
+
+def isa() -> str:
+    lib = native.load()
+    return "none" if lib is None else native.ISA_NAMES[lib.jaxq_cpu_isa()]
+
+
+def force_isa(name: str | None) -> str:
+    """Selects the kernels' instruction set (None: the detected one); returns it."""
+    codes = {None: -1, "avx2": 1, "avx512_vnni": 2}
+    if name not in codes:
+        raise ValueError(f"name={name!r} must be None, 'avx2' or 'avx512_vnni'")
+    return native.ISA_NAMES[_lib().jaxq_cpu_set_isa(codes[name])]
+
+
+def num_threads() -> int:
+    return _lib().jaxq_cpu_num_threads()
+
+
+def set_num_threads(threads: int) -> int:
+    """Resizes the kernels' thread pool (call between computations, not during)."""
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={threads!r} must be a positive int")
+    return _lib().jaxq_cpu_set_num_threads(threads)

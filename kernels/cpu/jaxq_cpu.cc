@@ -1,0 +1,596 @@
+// jaxq native CPU backend: XLA FFI handlers, CPU feature dispatch and a persistent pool.
+//
+// Built by jaxq/kernels/cpu/build.py into one shared library loaded with ctypes; the
+// handlers are registered with jax.ffi.register_ffi_target(..., platform="cpu").
+//
+// Handlers (every shape is checked against the attributes; a mismatch returns
+// InvalidArgument instead of touching memory):
+//   jaxq_qgemm        int8 activations (uint8, int8, or float32 quantized in the call with
+//                     torch's per-tensor dynamic rule) x packed int8 weight -> int32 / f32 /
+//                     requantized uint8 / int8.
+//   jaxq_weight_only  float32 activations x packed int8 / int4 weight -> f32.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sched.h>
+
+#include "jaxq_cpu.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace jaxq {
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// CPU features.
+// ---------------------------------------------------------------------------------------
+enum Isa : int { kIsaNone = 0, kIsaAvx2 = 1, kIsaAvx512Vnni = 2 };
+
+int detect_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma")) {
+    return kIsaAvx512Vnni;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kIsaAvx2;
+  return kIsaNone;
+}
+
+const int g_detected_isa = detect_isa();
+std::atomic<int> g_isa{g_detected_isa};
+
+struct Kernels {
+  void (*gemm)(const GemmArgs&, int64_t, int64_t, int64_t, int64_t);
+  void (*weight_only)(const WeightOnlyArgs&, int64_t, int64_t);
+  void (*quantize_rows)(const QuantizeArgs&);
+  void (*min_max)(const float*, int64_t, float*, float*);
+};
+
+Kernels kernels() {
+  if (g_isa.load(std::memory_order_relaxed) == kIsaAvx512Vnni) {
+    return {avx512::gemm, avx512::weight_only, avx512::quantize_rows, avx512::min_max};
+  }
+  return {avx2::gemm, avx2::weight_only, avx2::quantize_rows, avx2::min_max};
+}
+
+// ---------------------------------------------------------------------------------------
+// Persistent thread pool. Every worker takes part in every job (so no worker can outlive
+// the job it saw); workers spin briefly between jobs, then sleep on a condition variable.
+// ---------------------------------------------------------------------------------------
+inline void cpu_relax() { __builtin_ia32_pause(); }
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(i) for every i in [0, tasks). Runs inline when the pool is in use by another
+  // caller (XLA may run two custom calls at once) or when there is one task.
+  void parallel_for(int tasks, const std::function<void(int)>& fn) {
+    if (tasks <= 1 || workers_.empty() || busy_.exchange(true, std::memory_order_acquire)) {
+      for (int i = 0; i < tasks; ++i) fn(i);
+      return;
+    }
+    job_ = &fn;
+    tasks_ = tasks;
+    next_.store(0, std::memory_order_relaxed);
+    finished_.store(0, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
+    run_tasks();
+    const int workers = static_cast<int>(workers_.size());
+    while (finished_.load(std::memory_order_acquire) < workers) cpu_relax();
+    busy_.store(false, std::memory_order_release);
+  }
+
+ private:
+  void run_tasks() {
+    for (;;) {
+      const int i = next_.fetch_add(1, std::memory_order_relaxed);
+      if (i >= tasks_) break;
+      (*job_)(i);
+    }
+  }
+
+  void worker_loop() {
+    uint64_t seen = generation_.load(std::memory_order_acquire);
+    for (;;) {
+      uint64_t now;
+      int spins = 0;
+      while ((now = generation_.load(std::memory_order_acquire)) == seen) {
+        if (++spins < kSpins) {
+          cpu_relax();
+          continue;
+        }
+        std::unique_lock<std::mutex> lock(mu_);
+        sleepers_.fetch_add(1, std::memory_order_acq_rel);
+        cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+      seen = now;
+      if (stop_) return;
+      run_tasks();
+      finished_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  static constexpr int kSpins = 1 << 17;  // ~0.2-0.5 ms of PAUSE before sleeping
+  std::vector<std::thread> workers_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> next_{0}, finished_{0}, sleepers_{0};
+  std::atomic<bool> busy_{false};
+  const std::function<void(int)>* job_ = nullptr;
+  int tasks_ = 0;
+  bool stop_ = false;
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+int default_threads() {
+  if (const char* env = std::getenv("JAXQ_NUM_THREADS")) {
+    const int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::mutex g_pool_mu;
+std::unique_ptr<ThreadPool> g_pool;
+
+ThreadPool& pool() {
+  std::lock_guard<std::mutex> lock(g_pool_mu);
+  if (!g_pool) g_pool = std::make_unique<ThreadPool>(default_threads());
+  return *g_pool;
+}
+
+// Splits [0, n) into `parts` contiguous ranges aligned to `align`.
+inline void split(int64_t n, int parts, int i, int64_t align, int64_t* begin, int64_t* end) {
+  const int64_t units = (n + align - 1) / align;
+  const int64_t b = units * i / parts, e = units * (i + 1) / parts;
+  *begin = std::min(n, b * align);
+  *end = std::min(n, e * align);
+}
+
+// ---------------------------------------------------------------------------------------
+// ATen's ChooseQuantizationParams (aten/src/ATen/native/quantized/cpu/QuantUtils.h), with
+// preserve_sparsity = force_scale_power_of_two = false and the range already reduced.
+// ---------------------------------------------------------------------------------------
+void choose_qparams(float min, float max, int32_t qmin, int32_t qmax, float* scale_out,
+                    int32_t* zp_out) {
+  constexpr float kSmallScaleThreshold = 6.1e-5f;
+  min = std::min(min, 0.f);
+  max = std::max(max, 0.f);
+  double scale = (static_cast<double>(max) - min) / (qmax - qmin);
+  if (float(scale) == 0.0f || std::isinf(1.0f / float(scale))) scale = 0.1;
+  if (scale < kSmallScaleThreshold) {
+    const float org_scale = static_cast<float>(scale);
+    scale = kSmallScaleThreshold;
+    if (min == 0.0f) {
+      max = kSmallScaleThreshold * (qmax - qmin);
+    } else if (max == 0.0f) {
+      min = -kSmallScaleThreshold * (qmax - qmin);
+    } else {
+      const float amplifier = kSmallScaleThreshold / org_scale;
+      min *= amplifier;
+      max *= amplifier;
+    }
+  }
+  const double zero_point_from_min = qmin - min / scale;
+  const double zero_point_from_max = qmax - max / scale;
+  const double zero_point_from_min_error = std::abs(qmin) - std::abs(min / scale);
+  const double zero_point_from_max_error = std::abs(qmax) - std::abs(max / scale);
+  const double initial = zero_point_from_min_error < zero_point_from_max_error
+                             ? zero_point_from_min
+                             : zero_point_from_max;
+  int32_t nudged;
+  if (initial < qmin) {
+    nudged = qmin;
+  } else if (initial > qmax) {
+    nudged = qmax;
+  } else {
+    nudged = static_cast<int32_t>(std::nearbyint(initial));
+  }
+  *scale_out = static_cast<float>(scale);
+  *zp_out = nudged;
+}
+
+// Per-calling-thread scratch (the pool's workers only write through these pointers).
+struct Scratch {
+  std::vector<uint8_t> a;
+  std::vector<int32_t> row_sums, zx_row;
+  std::vector<float> sx_row, rq_mult, rq_bias, xpad, xsum;
+};
+thread_local Scratch t_scratch;
+
+ffi::Error invalid(const std::string& what) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, "jaxq native CPU kernel: " + what);
+}
+
+bool is_2d(const ffi::AnyBuffer& b, int64_t rows, int64_t cols) {
+  auto d = b.dimensions();
+  return d.size() == 2 && d[0] == rows && d[1] == cols;
+}
+
+enum XKind : int64_t { kXU8 = 0, kXS8 = 1, kXF32Dynamic = 2 };
+
+ffi::Error QGemmImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w_scale,
+                     ffi::Buffer<ffi::S32> w_zp, ffi::Buffer<ffi::S32> col_sums,
+                     ffi::Buffer<ffi::F32> x_scale, ffi::Buffer<ffi::S32> x_zp,
+                     ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> out_scale,
+                     ffi::Buffer<ffi::S32> out_zp, ffi::Result<ffi::AnyBuffer> out, int64_t n,
+                     int64_t k, int64_t x_kind, int64_t out_kind, int64_t relu, int64_t qlo,
+                     int64_t qhi, int64_t dyn_qmin, int64_t dyn_qmax, int64_t dyn_signed,
+                     int64_t row_groups) {
+  if (g_isa.load() == kIsaNone) return invalid("this CPU has neither AVX512-VNNI nor AVX2");
+  if (n <= 0 || k <= 0) return invalid("n and k must be positive");
+  auto xd = x.dimensions();
+  if (xd.size() != 2 || xd[1] != k) return invalid("x must have shape (M, k)");
+  const int64_t m = xd[0];
+  const int64_t kp = round_up(k, 4), nq = round_up(n, 16);
+  const auto xt = x.element_type();
+  if ((x_kind == kXU8 && xt != ffi::DataType::U8) || (x_kind == kXS8 && xt != ffi::DataType::S8) ||
+      (x_kind == kXF32Dynamic && xt != ffi::DataType::F32) || x_kind < 0 || x_kind > 2) {
+    return invalid("x dtype does not match x_kind");
+  }
+  if (w.element_type() != ffi::DataType::S8 || w.element_count() != static_cast<size_t>(kp * nq)) {
+    return invalid("packed weight must be int8 with round_up(k, 4) * round_up(n, 16) bytes");
+  }
+  const int64_t ws = w_scale.element_count(), wz = w_zp.element_count();
+  if (!(ws == 1 || ws == n) || !(wz == 0 || wz == 1 || wz == n)) {
+    return invalid("weight scale / zero point must have 1 or n entries");
+  }
+  if (col_sums.element_count() != static_cast<size_t>(n)) return invalid("col_sums must have n entries");
+  const int64_t xs = x_scale.element_count(), xz = x_zp.element_count();
+  if (x_kind != kXF32Dynamic) {
+    if (!(xs == 1 || xs == m) || !(xz == 0 || xz == xs)) {
+      return invalid("x_scale must have 1 or M entries and x_zero_point 0 or as many");
+    }
+  }
+  const int64_t nb = bias.element_count();
+  if (!(nb == 0 || nb == n)) return invalid("bias must have 0 or n entries");
+  if (out_kind < kOutInt32 || out_kind > kOutS8) return invalid("bad out_kind");
+  const bool requant = out_kind == kOutU8 || out_kind == kOutS8;
+  if (requant && (out_scale.element_count() != 1 || out_zp.element_count() != 1)) {
+    return invalid("requantized output needs one out_scale and one out_zero_point");
+  }
+  static const ffi::DataType kOutTypes[] = {ffi::DataType::S32, ffi::DataType::F32,
+                                            ffi::DataType::U8, ffi::DataType::S8};
+  if (out->element_type() != kOutTypes[out_kind] || !is_2d(*out, m, n)) {
+    return invalid("output must have shape (M, n) and the dtype of out_kind");
+  }
+  if (row_groups <= 0 || m % row_groups) return invalid("row_groups must divide M");
+  if (m == 0) return ffi::Error::Success();
+
+  const Kernels kern = kernels();
+  ThreadPool& tp = pool();
+  Scratch& s = t_scratch;
+  const bool w_symmetric = wz == 0;
+
+  GemmArgs g{};
+  g.M = m;
+  g.N = n;
+  g.K = k;
+  g.Kp = kp;
+  g.B = w.typed_data<int8_t>();
+  g.col_sums = col_sums.typed_data();
+  g.zw = w_symmetric ? nullptr : w_zp.typed_data();
+  g.zw_stride = wz == n ? 1 : 0;
+  g.out_kind = static_cast<int>(out_kind);
+  g.out = out->untyped_data();
+  g.relu = relu ? 1 : 0;
+
+  // --- Activations into uint8 rows of stride Kp (zero padded), with their zero points.
+  const bool need_row_sums = !w_symmetric;
+  if (x_kind == kXF32Dynamic) {
+    const float* xf = x.typed_data<float>();
+    const int64_t rows_per_group = m / row_groups;
+    const int32_t offset = dyn_signed ? 128 : 0;
+    const int32_t store_lo = dyn_signed ? -128 : 0, store_hi = dyn_signed ? 127 : 255;
+    s.a.resize(m * kp);
+    s.row_sums.resize(m);
+    s.zx_row.resize(m);
+    s.sx_row.resize(m);
+    for (int64_t grp = 0; grp < row_groups; ++grp) {
+      const float* xg = xf + grp * rows_per_group * k;
+      float mn, mx;
+      kern.min_max(xg, rows_per_group * k, &mn, &mx);
+      float scale;
+      int32_t zp;
+      choose_qparams(mn, mx, static_cast<int32_t>(dyn_qmin), static_cast<int32_t>(dyn_qmax),
+                     &scale, &zp);
+      const float inv = 1.0f / scale;
+      const int64_t r0 = grp * rows_per_group;
+      const int tasks = rows_per_group * k >= (1 << 15) ? tp.size() : 1;
+      tp.parallel_for(tasks, [&](int i) {
+        int64_t b, e;
+        split(rows_per_group, tasks, i, 1, &b, &e);
+        if (b >= e) return;
+        QuantizeArgs q{xf + (r0 + b) * k, e - b, k, kp, inv, static_cast<float>(zp),
+                       store_lo, store_hi, offset, s.a.data() + (r0 + b) * kp,
+                       s.row_sums.data() + r0 + b};
+        kern.quantize_rows(q);
+      });
+      for (int64_t r = r0; r < r0 + rows_per_group; ++r) {
+        s.zx_row[r] = zp + offset;
+        s.sx_row[r] = scale;
+      }
+    }
+    g.A = s.a.data();
+    g.lda = kp;
+    g.row_sums = s.row_sums.data();
+    if (row_groups == 1) {
+      g.zx = s.zx_row[0];
+      g.sx = s.sx_row[0];
+    } else {
+      g.zx_row = s.zx_row.data();
+      g.sx_row = s.sx_row.data();
+    }
+  } else {
+    const uint8_t* xb = static_cast<const uint8_t*>(x.untyped_data());
+    const bool is_signed = x_kind == kXS8;
+    const int32_t shift = is_signed ? 128 : 0;
+    if (!is_signed && k == kp && !need_row_sums) {
+      g.A = xb;
+      g.lda = k;
+    } else {
+      s.a.resize(m * kp);
+      s.row_sums.resize(m);
+      const uint8_t flip = is_signed ? 0x80 : 0x00;
+      for (int64_t r = 0; r < m; ++r) {
+        uint8_t* dst = s.a.data() + r * kp;
+        const uint8_t* src = xb + r * k;
+        int32_t sum = 0;
+        for (int64_t j = 0; j < k; ++j) {
+          dst[j] = src[j] ^ flip;
+          sum += dst[j];
+        }
+        for (int64_t j = k; j < kp; ++j) dst[j] = 0;
+        s.row_sums[r] = sum;
+      }
+      g.A = s.a.data();
+      g.lda = kp;
+      g.row_sums = s.row_sums.data();
+    }
+    if (xs == 1) {
+      g.sx = x_scale.typed_data()[0];
+      g.zx = (xz ? x_zp.typed_data()[0] : 0) + shift;
+    } else {
+      g.sx_row = x_scale.typed_data();
+      if (xz || shift) {
+        s.zx_row.resize(m);
+        for (int64_t r = 0; r < m; ++r) s.zx_row[r] = (xz ? x_zp.typed_data()[r] : 0) + shift;
+        g.zx_row = s.zx_row.data();
+      }
+    }
+  }
+
+  // --- Epilogue parameters.
+  g.sw = w_scale.typed_data();
+  g.sw_stride = ws == n ? 1 : 0;
+  g.bias = nb ? bias.typed_data() : nullptr;
+  if (requant) {
+    if (g.sx_row) return invalid("requantized output needs a per-tensor activation scale");
+    const float so = out_scale.typed_data()[0];
+    s.rq_mult.resize(n);
+    s.rq_bias.resize(n);
+    for (int64_t j = 0; j < n; ++j) {
+      const float ats = g.sx * g.sw[j * g.sw_stride];
+      s.rq_mult[j] = ats / so;
+      if (nb) s.rq_bias[j] = g.bias[j] / ats;
+    }
+    g.rq_mult = s.rq_mult.data();
+    g.rq_bias = nb ? s.rq_bias.data() : nullptr;
+    g.out_zp = out_zp.typed_data()[0];
+    g.qlo = static_cast<int32_t>(qlo);
+    g.qhi = static_cast<int32_t>(qhi);
+  }
+
+  // --- The GEMM: split the output columns when M is small, the rows otherwise.
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  const int threads = tp.size();
+  const bool split_columns = m < 24 * threads || panels >= 8 * threads;
+  const double work = static_cast<double>(m) * n * k;
+  const int tasks = work < 65536.0 ? 1 : threads * (split_columns ? 2 : 4);
+  tp.parallel_for(tasks, [&](int i) {
+    int64_t b, e;
+    if (split_columns) {
+      split(panels, tasks, i, 1, &b, &e);
+      if (b < e) kern.gemm(g, 0, m, b, e);
+    } else {
+      split(m, tasks, i, 6, &b, &e);
+      if (b < e) kern.gemm(g, b, e, 0, panels);
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error WeightOnlyImpl(ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> scale,
+                          ffi::Buffer<ffi::S32> zp, ffi::Buffer<ffi::F32> bias,
+                          ffi::Result<ffi::Buffer<ffi::F32>> out, int64_t n, int64_t k,
+                          int64_t bits, int64_t group_size, int64_t relu) {
+  if (g_isa.load() == kIsaNone) return invalid("this CPU has neither AVX512-VNNI nor AVX2");
+  if (n <= 0 || k <= 0) return invalid("n and k must be positive");
+  auto xd = x.dimensions();
+  if (xd.size() != 2 || xd[1] != k) return invalid("x must have shape (M, k)");
+  const int64_t m = xd[0];
+  if (bits != 8 && bits != 4) return invalid("bits must be 8 or 4");
+  if (group_size <= 0 || k % group_size) return invalid("group_size must divide k");
+  const int64_t groups = k / group_size;
+  const int64_t nq = round_up(n, 16);
+  int64_t expected_bytes;
+  if (bits == 8) {
+    if (groups != 1) return invalid("8-bit weight-only takes per-tensor / per-channel scales");
+    expected_bytes = round_up(k, 4) * nq;
+  } else {
+    if (k % 2 || group_size % 2) return invalid("4-bit weights need an even k and group_size");
+    expected_bytes = k / 2 * nq;
+  }
+  if (w.element_type() != ffi::DataType::S8 ||
+      w.element_count() != static_cast<size_t>(expected_bytes)) {
+    return invalid("packed weight has the wrong dtype or size");
+  }
+  const int64_t sc = scale.element_count(), zc = zp.element_count();
+  int64_t stride;
+  if (sc == 1) {
+    stride = 0;
+  } else if (sc == n && groups == 1) {
+    stride = 1;
+  } else if (sc == n * groups) {
+    stride = groups;
+  } else {
+    return invalid("scale must have 1, n or n * k / group_size entries");
+  }
+  if (!(zc == 0 || zc == sc)) return invalid("zero_point must be empty or match scale");
+  const int64_t nb = bias.element_count();
+  if (!(nb == 0 || nb == n)) return invalid("bias must have 0 or n entries");
+  auto od = out->dimensions();
+  if (od.size() != 2 || od[0] != m || od[1] != n) return invalid("output must be (M, n)");
+  if (m == 0) return ffi::Error::Success();
+
+  const Kernels kern = kernels();
+  ThreadPool& tp = pool();
+  Scratch& s = t_scratch;
+  WeightOnlyArgs a{};
+  a.M = m;
+  a.N = n;
+  a.K = k;
+  a.B = w.typed_data<int8_t>();
+  a.bits = static_cast<int>(bits);
+  a.Kp = bits == 8 ? round_up(k, 4) : k;
+  a.group_size = group_size;
+  a.num_groups = groups;
+  a.scale = scale.typed_data();
+  a.zp = zc ? zp.typed_data() : nullptr;
+  a.param_stride_n = stride;
+  a.bias = nb ? bias.typed_data() : nullptr;
+  a.relu = relu ? 1 : 0;
+  a.out = out->typed_data();
+  const float* xf = x.typed_data();
+  if (bits == 8 && k % 4) {
+    s.xpad.assign(m * a.Kp, 0.0f);
+    for (int64_t r = 0; r < m; ++r) std::memcpy(&s.xpad[r * a.Kp], xf + r * k, k * sizeof(float));
+    a.x = s.xpad.data();
+    a.ldx = a.Kp;
+  } else {
+    a.x = xf;
+    a.ldx = k;
+  }
+  if (a.zp) {
+    s.xsum.resize(m * groups);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t grp = 0; grp < groups; ++grp) {
+        float acc = 0.0f;
+        const float* src = xf + r * k + grp * group_size;
+        for (int64_t j = 0; j < group_size; ++j) acc += src[j];
+        s.xsum[r * groups + grp] = acc;
+      }
+    }
+    a.xsum = s.xsum.data();
+  }
+  const int64_t panels = (n + kPanel - 1) / kPanel;
+  const int tasks = static_cast<double>(m) * n * k < 65536.0
+                        ? 1
+                        : static_cast<int>(std::min<int64_t>(panels, tp.size() * 4));
+  tp.parallel_for(tasks, [&](int i) {
+    int64_t b, e;
+    split(panels, tasks, i, 1, &b, &e);
+    if (b < e) kern.weight_only(a, b, e);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace jaxq
+
+// The handler symbols are the library's interface (it is built with -fvisibility=hidden).
+#pragma GCC visibility push(default)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqQGemm, jaxq::QGemmImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("k")
+                                  .Attr<int64_t>("x_kind")
+                                  .Attr<int64_t>("out_kind")
+                                  .Attr<int64_t>("relu")
+                                  .Attr<int64_t>("qlo")
+                                  .Attr<int64_t>("qhi")
+                                  .Attr<int64_t>("dyn_qmin")
+                                  .Attr<int64_t>("dyn_qmax")
+                                  .Attr<int64_t>("dyn_signed")
+                                  .Attr<int64_t>("row_groups"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqWeightOnly, jaxq::WeightOnlyImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("k")
+                                  .Attr<int64_t>("bits")
+                                  .Attr<int64_t>("group_size")
+                                  .Attr<int64_t>("relu"));
+#pragma GCC visibility pop
+
+extern "C" {
+// 2: AVX512-VNNI, 1: AVX2 + FMA, 0: neither (the backend is unavailable).
+__attribute__((visibility("default"))) int jaxq_cpu_detected_isa() {
+  return jaxq::g_detected_isa;
+}
+__attribute__((visibility("default"))) int jaxq_cpu_isa() { return jaxq::g_isa.load(); }
+// Forces a lower ISA (tests of the AVX2 path); returns the ISA in effect.
+__attribute__((visibility("default"))) int jaxq_cpu_set_isa(int isa) {
+  if (isa < 0 || isa > jaxq::g_detected_isa) isa = jaxq::g_detected_isa;
+  jaxq::g_isa.store(isa);
+  return isa;
+}
+__attribute__((visibility("default"))) int jaxq_cpu_num_threads() { return jaxq::pool().size(); }
+// Replaces the pool (benchmarks); not safe while kernels run.
+__attribute__((visibility("default"))) int jaxq_cpu_set_num_threads(int threads) {
+  std::lock_guard<std::mutex> lock(jaxq::g_pool_mu);
+  jaxq::g_pool.reset();
+  jaxq::g_pool = std::make_unique<jaxq::ThreadPool>(threads > 0 ? threads : jaxq::default_threads());
+  return jaxq::g_pool->size();
+}
+}

@@ -1,0 +1,170 @@
+"""The native CPU backend itself: AVX2 path, bad buffers, threads, fallback, sanitizer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxq.kernels import DynamicQuantization, pack_weight, quantized_matmul
+from tests.kernels.backends import native_available
+
+REPO = Path(__file__).resolve().parents[2]
+needs_native = pytest.mark.skipif(not native_available(),
+                                  reason="native CPU kernel unavailable")
+
+# Odd shapes through every native path, compared with the XLA reference (run in-process
+# and in the sanitizer subprocess).
+CHECK_SCRIPT = textwrap.dedent("""
+    import numpy as np, jax, jax.numpy as jnp
+    from jaxq.kernels import DynamicQuantization, pack_weight, quantized_matmul
+    rng = np.random.default_rng(1)
+    checked = 0
+    for m, k, n in [(1, 1, 1), (1, 7, 17), (2, 130, 65), (13, 64, 129)]:
+        q = rng.integers(-128, 128, (n, k)).astype(np.int8)
+        w = pack_weight(q, rng.uniform(.01, .02, n).astype(np.float32),
+                        rng.integers(-4, 5, n).astype(np.int32))
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        xq = rng.integers(0, 256, (m, k)).astype(np.uint8)
+        xs = rng.integers(-128, 128, (m, k)).astype(np.int8)
+        b = rng.standard_normal(n).astype(np.float32)
+        calls = [
+            lambda be: quantized_matmul(x, w, bias=b, dynamic=DynamicQuantization(), backend=be),
+            lambda be: quantized_matmul(x, w, dynamic=DynamicQuantization(
+                "per_token", "qint8", False, True), relu=True, backend=be),
+            lambda be: quantized_matmul(xq, w, 0.05, 7, out_dtype="int32", backend=be),
+            lambda be: quantized_matmul(xs, w, np.full(m, .05, np.float32),
+                                        np.full(m, -3, np.int32), bias=b, backend=be),
+            lambda be: quantized_matmul(xq, w, 0.05, 7, bias=b, relu=True, out_dtype="quint8",
+                                        out_scale=0.2, out_zero_point=10, backend=be),
+            lambda be: quantized_matmul(x, w, bias=b, backend=be),
+        ]
+        if k % 2 == 0:
+            q4 = rng.integers(0, 16, (n, k)).astype(np.uint8)
+            g = 2 if k % 4 else 4
+            w4 = pack_weight(q4, rng.uniform(.01, .02, (n, k // g)).astype(np.float32),
+                             rng.integers(0, 16, (n, k // g)).astype(np.int32), bits=4)
+            calls.append(lambda be: quantized_matmul(x, w4, bias=b, backend=be))
+        for i, call in enumerate(calls):
+            ref = np.asarray(jax.jit(lambda: call("xla"))())
+            got = np.asarray(jax.jit(lambda: call("cpu_native"))())
+            if i >= 5:
+                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+            else:
+                np.testing.assert_array_equal(got, ref)
+            checked += 1
+    print("CHECKED", checked)
+    assert checked == 26
+""")
+
+
+@needs_native
+def test_avx2_path_matches_reference():
+    from jaxq.kernels import cpu
+    assert cpu.force_isa("avx2") == "avx2"
+    try:
+        namespace: dict = {}
+        exec(compile(CHECK_SCRIPT, "check", "exec"), namespace)
+        assert namespace["checked"] == 26
+    finally:
+        cpu.force_isa(None)
+    assert cpu.isa() == "avx512_vnni" or cpu.isa() == "avx2"
+
+
+@needs_native
+def test_one_thread_gives_identical_results(rng):
+    from jaxq.kernels import cpu
+    w = pack_weight(rng.integers(-128, 128, (300, 200)).astype(np.int8),
+                    rng.uniform(.01, .02, 300).astype(np.float32))
+    x = rng.standard_normal((50, 200)).astype(np.float32)
+    fn = jax.jit(lambda x: quantized_matmul(x, w, dynamic=DynamicQuantization()))
+    before = np.asarray(fn(x))
+    threads = cpu.num_threads()
+    try:
+        assert cpu.set_num_threads(1) == 1
+        np.testing.assert_array_equal(np.asarray(fn(x)), before)
+    finally:
+        cpu.set_num_threads(threads)
+
+
+@needs_native
+def test_ffi_rejects_inconsistent_buffers():
+    """A direct call with shapes that disagree with the attributes fails cleanly."""
+    from jaxq.kernels.cpu import native
+    x = jnp.zeros((2, 8), jnp.uint8)
+    weight = jnp.zeros((16,), jnp.int8)  # needs round_up(8, 4) * round_up(20, 16) bytes
+    f32, i32 = jnp.ones((1,), jnp.float32), jnp.zeros((0,), jnp.int32)
+    call = jax.ffi.ffi_call(native.FFI_QGEMM, jax.ShapeDtypeStruct((2, 20), jnp.int32))
+    with pytest.raises(Exception, match="jaxq native CPU kernel"):
+        jax.block_until_ready(call(
+            x, weight, f32, i32, jnp.zeros((20,), jnp.int32), f32, i32,
+            jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32), i32,
+            n=np.int64(20), k=np.int64(8), x_kind=np.int64(0), out_kind=np.int64(0),
+            relu=np.int64(0), qlo=np.int64(0), qhi=np.int64(0), dyn_qmin=np.int64(0),
+            dyn_qmax=np.int64(0), dyn_signed=np.int64(0), row_groups=np.int64(1)))
+
+
+def _run(script: str, env_update: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **env_update)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=timeout, check=False)
+
+
+def test_falls_back_to_xla_without_a_compiler(tmp_path):
+    """No compiler, empty cache: one warning line, then the XLA path gives the results."""
+    script = textwrap.dedent("""
+        import warnings, numpy as np
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from jaxq.kernels import DynamicQuantization, pack_weight, quantized_matmul, cpu
+            w = pack_weight(np.ones((3, 5), np.int8), np.float32(0.1))
+            y = quantized_matmul(np.ones((2, 5), np.float32), w, dynamic=DynamicQuantization())
+            y2 = quantized_matmul(np.ones((2, 5), np.float32), w, dynamic=DynamicQuantization())
+        messages = [str(c.message) for c in caught if "jaxq" in str(c.message)]
+        print("LAYOUT", w.spec.layout, "AVAILABLE", cpu.available(), "WARNINGS", len(messages))
+        print("MESSAGE", messages[0].replace(chr(10), " ") if messages else "")
+        print("VALUE", float(y[0, 0]))
+    """)
+    result = _run(script, {"CXX": "/nonexistent/c++", "PATH": "/nonexistent",
+                           "JAXQ_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LAYOUT nk AVAILABLE False WARNINGS 1" in result.stdout, result.stdout
+    assert "XLA path" in result.stdout
+    assert "VALUE 0.5" in result.stdout
+
+
+def _gcc_library(name: str) -> str | None:
+    try:
+        out = subprocess.run(["g++", f"-print-file-name={name}"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    except OSError:
+        return None
+    return out if out and os.path.isabs(out) and os.path.exists(out) else None
+
+
+@pytest.mark.slow
+@needs_native
+def test_odd_shapes_under_address_sanitizer():
+    """The bounds-checked (ASan + UBSan) build runs the odd shapes without a report."""
+    libasan, libstdcxx = _gcc_library("libasan.so"), _gcc_library("libstdc++.so")
+    if libasan is None or libstdcxx is None:
+        pytest.skip("libasan / libstdc++ not found")
+    from jaxq.kernels.cpu import build
+    build.build("asan")  # compile outside the sanitized process
+    result = _run(CHECK_SCRIPT, {
+        # libstdc++ preloaded too: ASan must see its __cxa_throw (jaxlib throws at startup).
+        "JAXQ_NATIVE_VARIANT": "asan", "LD_PRELOAD": f"{libasan} {libstdcxx}",
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "CHECKED" in result.stdout
+    assert "ERROR: AddressSanitizer" not in result.stderr
+    assert "runtime error" not in result.stderr

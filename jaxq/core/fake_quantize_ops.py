@@ -41,9 +41,9 @@ Deviations from torch (stricter or more permissive, never silently different):
 
 Example:
   >>> import jax, jax.numpy as jnp, jaxq
-  >>> x = jnp.array([-1.0, 0.26, 3.0])
+  >>> x = jnp.array([-2.0, 0.26, 3.0])
   >>> jaxq.fake_quantize_per_tensor_affine(x, 0.1, 0, -128, 127)
-  Array([-1. ,  0.3,  3. ], dtype=float32)
+  Array([-2. ,  0.3,  3. ], dtype=float32)
   >>> jax.grad(lambda x: jaxq.fake_quantize_per_tensor_affine(x, 0.01, 0, -128, 127).sum())(x)
   Array([0., 1., 0.], dtype=float32)
 """

@@ -76,7 +76,9 @@ class MatchAllNode:
 def module_type_for_fusion(module: Any) -> Any:
     """The type fusion patterns use for ``module``: its class (looking through
     ``Observed<Cls>``), with the ReLU functions mapped to :class:`jaxq.nn.ReLU`."""
-    if module is jax.nn.relu or module is nnx.relu:
+    if module is jax.nn.relu or module is nnx.relu or (
+            getattr(module, "fun", None) is not None
+            and getattr(module, "fun", None) is getattr(jax.nn.relu, "fun", False)):
         return ReLU
     from jaxq.eager.hooks import type_before_observation
     return type_before_observation(module)

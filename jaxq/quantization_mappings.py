@@ -87,12 +87,20 @@ def _ranked(template: str, ranks=(1, 2, 3)) -> dict[int, str]:
     return {rank: template.format(r=rank) for rank in ranks}
 
 
+_PROPAGATION_KEYS: set[Any] = set()
+"""Every existing float class torch's mappings name (also those whose jaxq counterpart is
+missing): torch's propagation list is built from the mapping keys."""
+
+
 def _build(table: str, entries: list[tuple[str | None, Any]],
-           missing_key_notes: dict[str, str] | None = None) -> dict[Any, Any]:
+           missing_key_notes: dict[str, str] | None = None,
+           propagation: bool = True) -> dict[Any, Any]:
     """Resolves ``(key_path, value_path | {rank: value_path})`` entries; records misses."""
     mapping: dict[Any, Any] = {}
     for key_path, value_spec in entries:
         key = _import(key_path)
+        if key is not None and propagation:
+            _PROPAGATION_KEYS.add(key)
         if key is None:
             UNAVAILABLE_MAPPINGS[f"{table}: {key_path}"] = (
                 (missing_key_notes or {}).get(key_path, f"{key_path} does not exist"))
@@ -132,7 +140,7 @@ DEFAULT_REFERENCE_STATIC_QUANT_MODULE_MAPPINGS: dict[Callable, Any] = _build(_T_
     (_FLAX + "GRUCell", _NNQR + "GRUCell"),
     (_FLAX + "LSTMCell", _NNQR + "LSTMCell"),
     (_FLAX + "SimpleCell", _NNQR + "RNNCell"),
-])
+], propagation=False)
 _torch_only(_T_REF, ["torch.nn.EmbeddingBag", "torch.nn.LSTM"],
             "Flax has no EmbeddingBag / multi-layer LSTM module")
 
@@ -225,7 +233,7 @@ DEFAULT_FLOAT_TO_QUANTIZED_OPERATOR_MAPPINGS: dict[Callable | str, Callable] = _
         ("jax.nn.elu", _NNQ + "functional.elu"),
         ("jax.nn.hard_swish", _NNQ + "functional.hardswish"),
         ("jax.nn.leaky_relu", _NNQ + "functional.leaky_relu"),
-    ])
+    ], propagation=False)
 _torch_only(_T_OPS, ["torch.nn.functional.instance_norm", "torch.nn.functional.layer_norm",
                      "torch.nn.functional.dropout"],
             "JAX has no functional form of these (Flax configures the module)")
@@ -294,7 +302,7 @@ def get_embedding_static_quant_module_mappings() -> dict[Callable, Any]:
     """The static mapping plus ``qat.Embedding -> quantized.Embedding`` (when both exist)."""
     mapping = dict(DEFAULT_STATIC_QUANT_MODULE_MAPPINGS)
     mapping.update(_build("get_embedding_static_quant_module_mappings", [
-        (_NNQAT + "Embedding", _NNQ + "Embedding")]))
+        (_NNQAT + "Embedding", _NNQ + "Embedding")], propagation=False))
     return mapping
 
 
@@ -348,7 +356,7 @@ def get_embedding_qat_module_mappings() -> dict[Callable, Any]:
     """The QAT mapping plus ``nnx.Embed -> qat.Embedding`` (when it exists)."""
     mapping = dict(DEFAULT_QAT_MODULE_MAPPINGS)
     mapping.update(_build("get_embedding_qat_module_mappings", [
-        (_FLAX + "Embed", _NNQAT + "Embedding")]))
+        (_FLAX + "Embed", _NNQAT + "Embedding")], propagation=False))
     return mapping
 
 
@@ -359,9 +367,13 @@ def get_default_dynamic_quant_module_mappings() -> dict[Callable, Any]:
 
 
 def get_default_qconfig_propagation_list() -> set[Callable]:
-    """Module types that ``prepare`` observes when they are leaves."""
+    """Module types that ``prepare`` observes when they are leaves: the keys of the
+    static, QAT and dynamic mappings (including keys whose jaxq counterpart is listed in
+    :data:`UNAVAILABLE_MAPPINGS`, as torch's list does not depend on them) plus
+    ``nnx.Sequential``."""
     return (set(DEFAULT_STATIC_QUANT_MODULE_MAPPINGS) | set(DEFAULT_QAT_MODULE_MAPPINGS)
-            | set(DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS) | _INCLUDE_QCONFIG_PROPAGATE_LIST)
+            | set(DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS) | _PROPAGATION_KEYS
+            | _INCLUDE_QCONFIG_PROPAGATE_LIST)
 
 
 def get_default_compare_output_module_list() -> set[Callable]:

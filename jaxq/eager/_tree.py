@@ -13,7 +13,6 @@ configuration are not.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,7 +89,13 @@ def get_submodule(model: nnx.Module, target: str, argument: str = "target") -> A
 
 
 def set_child(parent: nnx.Module, name: str, value: Any) -> None:
-    """Replaces child ``name`` of ``parent`` (``setattr``; item assignment for nnx.List)."""
+    """Replaces child ``name`` of ``parent`` (``setattr``; item assignment for nnx.List).
+
+    A module replacing a static entry (``nnx.relu`` in an ``nnx.Sequential``) is marked
+    as data with ``nnx.data``, as NNX requires.
+    """
+    if isinstance(value, nnx.Module):
+        value = nnx.data(value)
     if isinstance(parent, nnx.List):
         parent[int(name)] = value
     elif isinstance(parent, nnx.Dict):
@@ -106,6 +111,11 @@ def set_submodule(model: nnx.Module, target: str, value: Any) -> None:
 
 
 def copy_model(model: nnx.Module) -> nnx.Module:
-    """A deep copy (torch's ``copy.deepcopy``): new variables, same static configuration,
-    shared references preserved within the copy."""
-    return copy.deepcopy(model)
+    """A copy for torch's ``copy.deepcopy``: ``nnx.clone`` (new module objects and
+    variables; shared references preserved within the copy).
+
+    Static attributes (configuration, qconfigs, functions such as ``jax.nn.relu``) are
+    shared with the original rather than deep-copied, so function identities survive
+    (fusion patterns compare them) and the copy's graphdef equals the original's.
+    """
+    return nnx.clone(model)

@@ -428,11 +428,18 @@ def _requantize_average(x: QTensor, sums: jax.Array, sizes: np.ndarray,
     factor (count_include_pad / divisor_override rules). Output qparams = input's.
     """
     acc = sums - jnp.asarray(sizes, jnp.int32) * x.zero_point
-    multiplier = exact_divide(jnp.ones(divisors.shape, jnp.float32),
-                              jnp.asarray(divisors, jnp.float32))
-    # The zero point is added before rounding (ties round to even on the full value).
-    scaled = jax.lax.optimization_barrier(acc.astype(jnp.float32) * multiplier)
-    q = jnp.round(scaled + x.zero_point.astype(jnp.float32))
+    # Static: the float32 quotient computed on the host (XLA may fold a constant
+    # division differently).
+    multiplier = jnp.asarray(np.float32(1.0) / np.asarray(divisors, np.float32))
+    # The zero point is added before rounding (ties round to even on the full value),
+    # after the product is rounded to float32. Computed through float64 (exact) so
+    # that XLA cannot contract the two roundings into one FMA under jit.
+    with jax.enable_x64(True):
+        product = (acc.astype(jnp.float64) * multiplier.astype(jnp.float64)).astype(
+            jnp.float32)
+        shifted = (product.astype(jnp.float64) + x.zero_point.astype(jnp.float64)).astype(
+            jnp.float32)
+    q = jnp.round(shifted)
     q = jnp.clip(q, x.dtype.quant_min, x.dtype.quant_max)
     return _same_qparams(x, q.astype(jnp.int32))
 
@@ -589,10 +596,19 @@ def _linear_coefficients(in_size, out_size, align_corners, scale_factor):
     return i0, i1, lambda0, lambda1
 
 
-def _barrier(x: jax.Array) -> jax.Array:
-    # Keeps XLA from contracting a product with the following sum into an FMA (torch's
-    # scalar kernel rounds both).
-    return jax.lax.optimization_barrier(x)
+def _mul32(a: jax.Array, b: jax.Array) -> jax.Array:
+    """float32 ``a * b`` rounded once, never contracted into an FMA with a later add
+    (computed exactly in float64, then rounded: torch's scalar kernel rounds each op)."""
+    with jax.enable_x64(True):
+        return (jnp.asarray(a).astype(jnp.float64) * jnp.asarray(b).astype(jnp.float64)
+                ).astype(jnp.float32)
+
+
+def _add32(a: jax.Array, b: jax.Array) -> jax.Array:
+    """float32 ``a + b`` rounded once (exact in float64 for these magnitudes)."""
+    with jax.enable_x64(True):
+        return (jnp.asarray(a).astype(jnp.float64) + jnp.asarray(b).astype(jnp.float64)
+                ).astype(jnp.float32)
 
 
 def interpolate(input: QTensor, size: Any = None, scale_factor: Any = None,
@@ -635,12 +651,15 @@ def interpolate(input: QTensor, size: Any = None, scale_factor: Any = None,
     wl1 = jnp.asarray(wl1)[None, None, :, None]
     hl0 = jnp.asarray(hl0)[None, :, None, None]
     hl1 = jnp.asarray(hl1)[None, :, None, None]
-    top = _barrier(wl0 * pick(h0, w0)) + _barrier(wl1 * pick(h0, w1))
-    bottom = _barrier(wl0 * pick(h1, w0)) + _barrier(wl1 * pick(h1, w1))
-    result = _barrier(hl0 * top) + _barrier(hl1 * bottom)
-    result = result - x.zero_point.astype(jnp.float32)
-    q = quantize_values_zero_point_first(_barrier(result * x.scale), x.scale,
-                                         x.zero_point, x.dtype.quant_min, x.dtype.quant_max)
+    top = _add32(_mul32(wl0, pick(h0, w0)), _mul32(wl1, pick(h0, w1)))
+    bottom = _add32(_mul32(wl0, pick(h1, w0)), _mul32(wl1, pick(h1, w1)))
+    result = _add32(_mul32(hl0, top), _mul32(hl1, bottom))
+    result = _add32(result, -x.zero_point.astype(jnp.float32))
+    # quantize_val: rint(zp + fl(fl(result * s_in) * (1 / s_out))), every op rounded.
+    inverse = exact_divide(jnp.float32(1.0), x.scale)
+    value = _mul32(_mul32(result, x.scale), inverse)
+    q = jnp.clip(jnp.round(_add32(value, x.zero_point.astype(jnp.float32))),
+                 x.dtype.quant_min, x.dtype.quant_max)
     return _same_qparams(x, q.astype(jnp.int32))
 
 

@@ -30,12 +30,13 @@ def to_channels_first(array: np.ndarray) -> np.ndarray:
     return array.transpose((0, array.ndim - 1) + tuple(range(1, array.ndim - 1)))
 
 
-def random_qtensor(rng, shape, scale, zero_point, dtype="quint8", spread=3.0):
+def random_qtensor(rng, shape, scale, zero_point, dtype="quint8", spread=3.0,
+                   channels_last=True):
     """(torch qtensor (N, C, ...), jaxq QTensor (N, ..., C)) with the same integers."""
     x = torch.tensor(rng.normal(size=shape).astype(np.float32) * spread)
     q = torch.quantize_per_tensor(x, f32(scale), zero_point, TORCH_DTYPES[dtype])
     values = q.int_repr().numpy()
-    if values.ndim > 2:
+    if channels_last and values.ndim > 2:
         values = to_channels_last(values)
     return q, QTensor(jnp.asarray(values), np.float32(scale), zero_point, JAXQ_DTYPES[dtype])
 

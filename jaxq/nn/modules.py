@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -54,7 +55,9 @@ class _Activation(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    forward = property(lambda self: self.__call__)
+    def forward(self, x: jax.Array) -> jax.Array:
+        """torch's name for ``__call__``."""
+        return self(x)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
@@ -180,6 +183,9 @@ class Identity(_QConfigIdentity):
 class GELU(nnx.Module):
     """torch's ``nn.GELU``: exact (``approximate="none"``) or ``"tanh"``.
 
+    torch's formulas. ``GELU()(inf)`` is ``inf`` as torch's scalar path gives (its
+    vectorized CPU path returns NaN for arrays of 3+ elements).
+
     Raises:
       ValueError: another ``approximate``.
     """
@@ -190,7 +196,13 @@ class GELU(nnx.Module):
         self.approximate = approximate
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jax.nn.gelu(x, approximate=self.approximate == "tanh")
+        # torch's formulas (jax.nn.gelu evaluates the exact form differently, which
+        # differs from torch by up to 1e-4 relative in the negative tail).
+        x = jnp.asarray(x)
+        if self.approximate == "tanh":
+            inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
+            return (0.5 * x * (1 + jnp.tanh(inner))).astype(x.dtype)
+        return (x * 0.5 * (1 + jax.lax.erf(x * math.sqrt(0.5)))).astype(x.dtype)
 
 
 ACTIVATION_MODULES: tuple[type, ...] = (ReLU, ReLU6, Hardswish, Hardsigmoid, Hardtanh, ELU,

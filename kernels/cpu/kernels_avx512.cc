@@ -18,51 +18,123 @@ inline __m512i broadcast_u8x4(const uint8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
-// acc[MR][NV * 16] = A[MR rows] . panel, over k4 groups of 4.
+// acc[MR][NV * 16] = A[MR rows] . panel, over k4 groups of 4. The accumulators are named
+// variables, not an array: GCC keeps an array of vectors in memory and reloads it every
+// iteration.
+#define JAXQ_DP(r, v)                                                         \
+  if constexpr (NV > v) c##r##v = _mm512_dpbusd_epi32(c##r##v, a##r, b##v);
+#define JAXQ_ROW(r)                                                           \
+  if constexpr (MR > r) {                                                     \
+    const __m512i a##r = broadcast_u8x4(A + r * lda + 4 * k);                 \
+    JAXQ_DP(r, 0) JAXQ_DP(r, 1) JAXQ_DP(r, 2) JAXQ_DP(r, 3)                   \
+  }
+#define JAXQ_STORE1(r, v) \
+  if constexpr (NV > v) _mm512_storeu_si512(C + r * kPanel + 16 * v, c##r##v);
+#define JAXQ_STORE(r) \
+  if constexpr (MR > r) { JAXQ_STORE1(r, 0) JAXQ_STORE1(r, 1) JAXQ_STORE1(r, 2) JAXQ_STORE1(r, 3) }
+
 template <int MR, int NV>
 void tile(const uint8_t* A, int64_t lda, const int8_t* panel, int64_t k4, int32_t* C) {
-  __m512i acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
+  const __m512i z = _mm512_setzero_si512();
+  __m512i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+  __m512i c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
+  __m512i c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
   const int8_t* b = panel;
   for (int64_t k = 0; k < k4; ++k, b += NV * 64) {
-    __m512i bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_si512(b + 64 * v);
-    for (int r = 0; r < MR; ++r) {
-      const __m512i av = broadcast_u8x4(A + r * lda + 4 * k);
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], av, bv[v]);
-    }
+    const __m512i b0 = _mm512_loadu_si512(b);
+    const __m512i b1 = NV > 1 ? _mm512_loadu_si512(b + 64) : z;
+    const __m512i b2 = NV > 2 ? _mm512_loadu_si512(b + 128) : z;
+    const __m512i b3 = NV > 3 ? _mm512_loadu_si512(b + 192) : z;
+    JAXQ_ROW(0) JAXQ_ROW(1) JAXQ_ROW(2) JAXQ_ROW(3) JAXQ_ROW(4) JAXQ_ROW(5)
   }
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) _mm512_storeu_si512(C + r * kPanel + 16 * v, acc[r][v]);
+  JAXQ_STORE(0) JAXQ_STORE(1) JAXQ_STORE(2) JAXQ_STORE(3) JAXQ_STORE(4) JAXQ_STORE(5)
 }
+#undef JAXQ_DP
+#undef JAXQ_ROW
+#undef JAXQ_STORE1
+#undef JAXQ_STORE
 
 // One row: four accumulator sets over consecutive k4 steps hide the VPDPBUSD latency.
+#define JAXQ_DP1(set, v)                                                       \
+  if constexpr (NV > v)                                                        \
+    s##set##v = _mm512_dpbusd_epi32(s##set##v, a##set,                          \
+                                    _mm512_loadu_si512(b + (set * NV + v) * 64));
+#define JAXQ_SET(set)                                                          \
+  {                                                                            \
+    const __m512i a##set = broadcast_u8x4(A + 4 * (k + set));                  \
+    JAXQ_DP1(set, 0) JAXQ_DP1(set, 1) JAXQ_DP1(set, 2) JAXQ_DP1(set, 3)        \
+  }
+#define JAXQ_SUM(v)                                                            \
+  if constexpr (NV > v)                                                        \
+    _mm512_storeu_si512(C + 16 * v, _mm512_add_epi32(_mm512_add_epi32(s0##v, s1##v), \
+                                                     _mm512_add_epi32(s2##v, s3##v)));
 template <int NV>
 void tile_row(const uint8_t* A, int64_t, const int8_t* panel, int64_t k4, int32_t* C) {
-  constexpr int kSets = 4;
-  __m512i acc[kSets][NV];
-  for (int s = 0; s < kSets; ++s)
-    for (int v = 0; v < NV; ++v) acc[s][v] = _mm512_setzero_si512();
+  const __m512i z = _mm512_setzero_si512();
+  __m512i s00 = z, s01 = z, s02 = z, s03 = z, s10 = z, s11 = z, s12 = z, s13 = z;
+  __m512i s20 = z, s21 = z, s22 = z, s23 = z, s30 = z, s31 = z, s32 = z, s33 = z;
   const int8_t* b = panel;
   int64_t k = 0;
-  for (; k + kSets <= k4; k += kSets, b += kSets * NV * 64) {
+  for (; k + 4 <= k4; k += 4, b += 4 * NV * 64) {
     _mm_prefetch(reinterpret_cast<const char*>(b) + 2048, _MM_HINT_T0);
-    for (int s = 0; s < kSets; ++s) {
-      const __m512i av = broadcast_u8x4(A + 4 * (k + s));
-      for (int v = 0; v < NV; ++v)
-        acc[s][v] = _mm512_dpbusd_epi32(acc[s][v], av, _mm512_loadu_si512(b + (s * NV + v) * 64));
+    JAXQ_SET(0) JAXQ_SET(1) JAXQ_SET(2) JAXQ_SET(3)
+  }
+  for (; k < k4; ++k, b += NV * 64) JAXQ_SET(0)
+  JAXQ_SUM(0) JAXQ_SUM(1) JAXQ_SUM(2) JAXQ_SUM(3)
+}
+#undef JAXQ_DP1
+#undef JAXQ_SET
+#undef JAXQ_SUM
+
+inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// generic.h's epilogue_row, 16 columns at a time (same operations, same rounding).
+void epilogue_row_avx512(const GemmArgs& g, int64_t m, int64_t n0, int64_t nc,
+                         const int32_t* acc) {
+  const int32_t zx = g.zx_row ? g.zx_row[m] : g.zx;
+  const __m512i va = _mm512_set1_epi32(wrap_mul(-1, zx));
+  const __m512i vb = _mm512_set1_epi32(
+      g.zw ? wrap_add(wrap_mul(static_cast<int32_t>(g.K), zx), wrap_mul(-1, g.row_sums[m])) : 0);
+  const int64_t row = m * g.N + n0;
+  const float sx = g.sx_row ? g.sx_row[m] : g.sx;
+  const int32_t lo = g.relu ? g.out_zp : g.qlo;
+  for (int64_t j = 0; j < nc; j += 16) {
+    const __mmask16 mask = tail_mask(nc - j);
+    __m512i v = _mm512_loadu_si512(acc + j);
+    v = _mm512_add_epi32(v, _mm512_mullo_epi32(va, _mm512_maskz_loadu_epi32(mask, g.col_sums + n0 + j)));
+    if (g.zw) {
+      const __m512i zw = g.zw_stride ? _mm512_maskz_loadu_epi32(mask, g.zw + n0 + j)
+                                     : _mm512_set1_epi32(g.zw[0]);
+      v = _mm512_add_epi32(v, _mm512_mullo_epi32(vb, zw));
     }
-  }
-  for (; k < k4; ++k, b += NV * 64) {
-    const __m512i av = broadcast_u8x4(A + 4 * k);
-    for (int v = 0; v < NV; ++v)
-      acc[0][v] = _mm512_dpbusd_epi32(acc[0][v], av, _mm512_loadu_si512(b + v * 64));
-  }
-  for (int v = 0; v < NV; ++v) {
-    __m512i sum = _mm512_add_epi32(_mm512_add_epi32(acc[0][v], acc[1][v]),
-                                   _mm512_add_epi32(acc[2][v], acc[3][v]));
-    _mm512_storeu_si512(C + 16 * v, sum);
+    switch (g.out_kind) {
+      case kOutInt32:
+        _mm512_mask_storeu_epi32(static_cast<int32_t*>(g.out) + row + j, mask, v);
+        break;
+      case kOutF32: {
+        const __m512 sw = g.sw_stride ? _mm512_maskz_loadu_ps(mask, g.sw + n0 + j)
+                                      : _mm512_set1_ps(g.sw[0]);
+        const __m512 mult = _mm512_mul_ps(_mm512_set1_ps(sx), sw);
+        const __m512 value = _mm512_cvtepi32_ps(v);
+        __m512 y = g.bias ? _mm512_fmadd_ps(value, mult, _mm512_maskz_loadu_ps(mask, g.bias + n0 + j))
+                          : _mm512_mul_ps(value, mult);
+        if (g.relu) y = _mm512_max_ps(y, _mm512_setzero_ps());
+        _mm512_mask_storeu_ps(static_cast<float*>(g.out) + row + j, mask, y);
+        break;
+      }
+      default: {
+        __m512 value = _mm512_cvtepi32_ps(v);
+        if (g.rq_bias) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, g.rq_bias + n0 + j));
+        __m512 scaled = _mm512_mul_ps(value, _mm512_maskz_loadu_ps(mask, g.rq_mult + n0 + j));
+        scaled = _mm512_min_ps(_mm512_max_ps(scaled, _mm512_set1_ps(-2147483648.0f)),
+                               _mm512_set1_ps(2147483392.0f));
+        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), _mm512_set1_epi32(g.out_zp));
+        q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(lo)), _mm512_set1_epi32(g.qhi));
+        _mm512_mask_cvtepi32_storeu_epi8(static_cast<int8_t*>(g.out) + row + j, mask, q);
+      }
+    }
   }
 }
 
@@ -110,7 +182,7 @@ void gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
       for (int64_t m = mb; m < me; m += kMR) {
         const int mr = static_cast<int>(std::min<int64_t>(kMR, me - m));
         pick(mr, nv)(g.A + m * g.lda, g.lda, panel, k4, C);
-        for (int r = 0; r < mr; ++r) epilogue_row(g, m + r, n0, nc, C + r * kPanel);
+        for (int r = 0; r < mr; ++r) epilogue_row_avx512(g, m + r, n0, nc, C + r * kPanel);
       }
     }
   }
@@ -118,10 +190,41 @@ void gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
 
 namespace {
 
+// Dot products of one row of x with the (up to) 64 columns of one panel. Lane (4c + t)
+// of accumulator j holds column 4j + c at k offset t; out[c] gets the column sums.
+#define JAXQ_W8(j)                                                              \
+  if constexpr (4 * NV > j)                                                     \
+    q##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128( \
+                               reinterpret_cast<const __m128i*>(b + 16 * j)))),   \
+                           xv, q##j);
+#define JAXQ_W8_STORE(j) \
+  if constexpr (4 * NV > j) _mm512_store_ps(lanes[j], q##j);
+template <int NV>
+void dot_panel_int8(const float* x, const int8_t* panel, int64_t k4, float* out) {
+  const __m512 z = _mm512_setzero_ps();
+  __m512 q0 = z, q1 = z, q2 = z, q3 = z, q4 = z, q5 = z, q6 = z, q7 = z;
+  __m512 q8 = z, q9 = z, q10 = z, q11 = z, q12 = z, q13 = z, q14 = z, q15 = z;
+  const int8_t* b = panel;
+  for (int64_t k = 0; k < k4; ++k, b += 64 * NV) {
+    const __m512 xv = _mm512_broadcast_f32x4(_mm_loadu_ps(x + 4 * k));
+    JAXQ_W8(0) JAXQ_W8(1) JAXQ_W8(2) JAXQ_W8(3) JAXQ_W8(4) JAXQ_W8(5) JAXQ_W8(6) JAXQ_W8(7)
+    JAXQ_W8(8) JAXQ_W8(9) JAXQ_W8(10) JAXQ_W8(11) JAXQ_W8(12) JAXQ_W8(13) JAXQ_W8(14)
+    JAXQ_W8(15)
+  }
+  alignas(64) float lanes[16][16];
+  JAXQ_W8_STORE(0) JAXQ_W8_STORE(1) JAXQ_W8_STORE(2) JAXQ_W8_STORE(3) JAXQ_W8_STORE(4)
+  JAXQ_W8_STORE(5) JAXQ_W8_STORE(6) JAXQ_W8_STORE(7) JAXQ_W8_STORE(8) JAXQ_W8_STORE(9)
+  JAXQ_W8_STORE(10) JAXQ_W8_STORE(11) JAXQ_W8_STORE(12) JAXQ_W8_STORE(13) JAXQ_W8_STORE(14)
+  JAXQ_W8_STORE(15)
+  for (int c = 0; c < 16 * NV; ++c) out[c] = hsum4(&lanes[c / 4][4 * (c % 4)]);
+}
+#undef JAXQ_W8
+#undef JAXQ_W8_STORE
+
 void weight_only_int8(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
   const int64_t nq = round_up(w.N, 16);
   const int64_t k4 = w.Kp / 4;
-  alignas(64) float lanes[16][16];
+  float dots[kPanel];
   for (int64_t p = c0; p < c1; ++p) {
     const int64_t n0 = kPanel * p;
     const int64_t nc = std::min<int64_t>(kPanel, w.N - n0);
@@ -129,32 +232,17 @@ void weight_only_int8(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
     const int8_t* panel = w.B + kPanel * p * w.Kp;
     for (int64_t m = 0; m < w.M; ++m) {
       const float* x = w.x + m * w.ldx;  // rows padded to a multiple of 4 by the caller
-      // Lane (4c + t) of accumulator j holds column 4j + c, k offset t.
-      __m512 acc[16];
-      for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
-      const int8_t* b = panel;
-      const int groups = 4 * nv;
-      for (int64_t k = 0; k < k4; ++k, b += 64 * nv) {
-        const __m512 xv = _mm512_broadcast_f32x4(_mm_loadu_ps(x + 4 * k));
-        if (nv == 4) {
-          for (int j = 0; j < 16; ++j) {
-            const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * j));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw)), xv, acc[j]);
-          }
-        } else {
-          for (int j = 0; j < groups; ++j) {
-            const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * j));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw)), xv, acc[j]);
-          }
-        }
+      switch (nv) {
+        case 1: dot_panel_int8<1>(x, panel, k4, dots); break;
+        case 2: dot_panel_int8<2>(x, panel, k4, dots); break;
+        case 3: dot_panel_int8<3>(x, panel, k4, dots); break;
+        default: dot_panel_int8<4>(x, panel, k4, dots); break;
       }
-      for (int j = 0; j < groups; ++j) _mm512_store_ps(lanes[j], acc[j]);
       float* out = w.out + m * w.N + n0;
       const float xsum = w.zp ? w.xsum[m] : 0.0f;
       for (int64_t c = 0; c < nc; ++c) {
-        const float dot = hsum4(&lanes[c / 4][4 * (c % 4)]);
         const int64_t idx = (n0 + c) * w.param_stride_n;
-        float v = dot;
+        float v = dots[c];
         if (w.zp) v = v - float(w.zp[idx]) * xsum;
         float y = v * w.scale[idx];
         if (w.bias) y = y + w.bias[n0 + c];
@@ -165,10 +253,36 @@ void weight_only_int8(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
   }
 }
 
+// Sums over one group of k of x[k] * nibble for NB blocks of 16 columns (separate
+// accumulators for the low and high nibbles: two independent FMA chains per block).
+#define JAXQ_W4(v)                                                               \
+  if constexpr (NB > v) {                                                        \
+    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(                  \
+        reinterpret_cast<const __m128i*>(B + (block0 + v) * half_k * 16 + j * 16))); \
+    lo##v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_mask)), xa, lo##v); \
+    hi##v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)), xb, hi##v); \
+  }
+template <int NB>
+void group_int4(const float* x, const int8_t* B, int64_t half_k, int64_t block0, int64_t j0,
+                int64_t j1, __m512* part) {
+  const __m512i low_mask = _mm512_set1_epi32(15);
+  const __m512 z = _mm512_setzero_ps();
+  __m512 lo0 = z, lo1 = z, lo2 = z, lo3 = z, hi0 = z, hi1 = z, hi2 = z, hi3 = z;
+  for (int64_t j = j0; j < j1; ++j) {
+    const __m512 xa = _mm512_set1_ps(x[2 * j]);
+    const __m512 xb = _mm512_set1_ps(x[2 * j + 1]);
+    JAXQ_W4(0) JAXQ_W4(1) JAXQ_W4(2) JAXQ_W4(3)
+  }
+  part[0] = _mm512_add_ps(lo0, hi0);
+  if constexpr (NB > 1) part[1] = _mm512_add_ps(lo1, hi1);
+  if constexpr (NB > 2) part[2] = _mm512_add_ps(lo2, hi2);
+  if constexpr (NB > 3) part[3] = _mm512_add_ps(lo3, hi3);
+}
+#undef JAXQ_W4
+
 void weight_only_int4(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
   const int64_t nq = round_up(w.N, 16);
   const int64_t half_k = w.K / 2;
-  const __m512i low_mask = _mm512_set1_epi32(15);
   const __m512i lane_index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
                                                14, 15);
   for (int64_t p = c0; p < c1; ++p) {
@@ -180,21 +294,13 @@ void weight_only_int4(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
       __m512 total[4];
       for (int v = 0; v < 4; ++v) total[v] = _mm512_setzero_ps();
       for (int64_t g = 0; g < w.num_groups; ++g) {
-        __m512 lo_acc[4], hi_acc[4];
-        for (int v = 0; v < 4; ++v) lo_acc[v] = hi_acc[v] = _mm512_setzero_ps();
+        __m512 part[4];
         const int64_t j0 = g * w.group_size / 2, j1 = j0 + w.group_size / 2;
-        for (int64_t j = j0; j < j1; ++j) {
-          const __m512 xa = _mm512_set1_ps(x[2 * j]);
-          const __m512 xb = _mm512_set1_ps(x[2 * j + 1]);
-          for (int v = 0; v < nb; ++v) {
-            const int8_t* src = w.B + (block0 + v) * half_k * 16 + j * 16;
-            const __m512i bytes = _mm512_cvtepu8_epi32(
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-            const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_mask));
-            const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4));
-            lo_acc[v] = _mm512_fmadd_ps(lo, xa, lo_acc[v]);
-            hi_acc[v] = _mm512_fmadd_ps(hi, xb, hi_acc[v]);
-          }
+        switch (nb) {
+          case 1: group_int4<1>(x, w.B, half_k, block0, j0, j1, part); break;
+          case 2: group_int4<2>(x, w.B, half_k, block0, j0, j1, part); break;
+          case 3: group_int4<3>(x, w.B, half_k, block0, j0, j1, part); break;
+          default: group_int4<4>(x, w.B, half_k, block0, j0, j1, part); break;
         }
         for (int v = 0; v < nb; ++v) {
           const int64_t nv0 = n0 + 16 * v;
@@ -205,15 +311,15 @@ void weight_only_int4(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
                                                   lane_index),
                                  _mm512_set1_epi32(static_cast<int32_t>(w.param_stride_n))),
               _mm512_set1_epi32(static_cast<int32_t>(w.param_stride_n ? g : 0)));
-          __m512 part = _mm512_add_ps(lo_acc[v], hi_acc[v]);
+          __m512 sum = part[v];
           if (w.zp) {
             const __m512i z = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, idx,
                                                           w.zp, 4);
-            part = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(z),
-                                    _mm512_set1_ps(w.xsum[m * w.num_groups + g]), part);
+            sum = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(z),
+                                   _mm512_set1_ps(w.xsum[m * w.num_groups + g]), sum);
           }
           const __m512 s = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, idx, w.scale, 4);
-          total[v] = _mm512_fmadd_ps(part, s, total[v]);
+          total[v] = _mm512_fmadd_ps(sum, s, total[v]);
         }
       }
       for (int v = 0; v < nb; ++v) {

@@ -1,0 +1,58 @@
+"""Shared timing helpers for the CPU benchmarks: interleaved medians in one process.
+
+Every contender runs in the same process, round-robin: each round times ``inner`` calls
+of every function in a rotated order, so load from other processes hits all of them
+alike; the reported figure is the median over rounds of the per-call time.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+
+def setup_threads(threads: int = 2) -> None:
+    """2 threads for torch (intra-op) and the jaxq native pool; call before importing jax."""
+    os.environ.setdefault("JAXQ_NUM_THREADS", str(threads))
+    import torch
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = "x86"
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 25, inner: int | None = None,
+                budget_s: float = 0.05) -> dict[str, float]:
+    """Median seconds per call of each function (see the module docstring)."""
+    for fn in fns.values():  # compile / warm caches
+        for _ in range(3):
+            fn()
+    if inner is None:  # enough calls per round that one round of the slowest is ~budget_s
+        slowest = 0.0
+        for fn in fns.values():
+            start = time.perf_counter()
+            fn()
+            slowest = max(slowest, time.perf_counter() - start)
+        inner = max(1, min(200, int(budget_s / max(slowest, 1e-6))))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            fn = fns[name]
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[name].append((time.perf_counter() - start) / inner)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def load_average() -> str:
+    try:
+        return "{:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms"

@@ -26,6 +26,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -62,13 +64,19 @@ def pack(values: jax.Array, bits: int, axis: int = -1) -> jax.Array:
       ValueError: ``bits`` unsupported or ``values`` is 0-d.
       TypeError: ``values`` is not an integer array.
     """
-    per_byte = _check_bits(bits)
+    _check_bits(bits)
     values = jnp.asarray(values)
     if not jnp.issubdtype(values.dtype, jnp.integer):
         raise TypeError(f"values must be an integer array; got {values.dtype}")
     if values.ndim == 0:
         raise ValueError("values must have at least one dimension to pack along")
-    axis = _normalize_axis(axis, values.ndim)
+    return _pack(values, bits, _normalize_axis(axis, values.ndim))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _pack(values: jax.Array, bits: int, axis: int) -> jax.Array:
+    # One compiled program per shape, also for eager calls.
+    per_byte = 8 // bits
     values = jnp.moveaxis(values, axis, -1)
     size = values.shape[-1]
     padded = packed_size(size, bits) * per_byte
@@ -99,17 +107,23 @@ def unpack(packed: jax.Array, bits: int, size: int, axis: int = -1,
       TypeError: ``packed`` is not uint8.
       ValueError: ``size`` does not fit the packed length.
     """
-    per_byte = _check_bits(bits)
+    _check_bits(bits)
     packed = jnp.asarray(packed)
     if packed.dtype != jnp.uint8:
         raise TypeError(f"packed must be uint8; got {packed.dtype}")
     if packed.ndim == 0:
         raise ValueError("packed must have at least one dimension")
     axis = _normalize_axis(axis, packed.ndim)
-    packed = jnp.moveaxis(packed, axis, -1)
-    if packed_size(size, bits) != packed.shape[-1]:
+    if packed_size(size, bits) != packed.shape[axis]:
         raise ValueError(f"size={size} needs {packed_size(size, bits)} bytes of {bits}-bit "
-                         f"values but the packed axis has {packed.shape[-1]}")
+                         f"values but the packed axis has {packed.shape[axis]}")
+    return _unpack(packed, bits, int(size), signed, axis)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _unpack(packed: jax.Array, bits: int, size: int, signed: bool, axis: int) -> jax.Array:
+    per_byte = 8 // bits
+    packed = jnp.moveaxis(packed, axis, -1)
     shifts = jnp.arange(per_byte, dtype=jnp.uint8) * jnp.uint8(bits)
     fields = (packed[..., None] >> shifts) & jnp.uint8((1 << bits) - 1)
     values = fields.reshape(*packed.shape[:-1], packed.shape[-1] * per_byte)[..., :size]

@@ -296,6 +296,7 @@ class QTensor(QTensorMethods):
             raise TypeError("len() of a 0-d QTensor")
         return self.shape[0]
 
+    @functools.partial(jax.jit, static_argnums=())
     def int_values(self) -> jax.Array:
         """The integer values in the logical shape, unpacked (``int_repr()`` for 8/32 bit)."""
         if not self.dtype.is_packed:
@@ -318,6 +319,7 @@ class QTensor(QTensorMethods):
         shape = self._param_shape(self._qscheme.is_per_channel)
         return self.scale.reshape(shape), self.zero_point.reshape(shape)
 
+    @jax.jit
     def dequantize(self) -> jax.Array:
         """``(q - zero_point) * scale`` as float32, torch's exact arithmetic."""
         scale, zero_point = self._broadcast_params()

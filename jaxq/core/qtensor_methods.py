@@ -6,6 +6,11 @@ Indices that torch returns as int64 are int32 here (no int64 without x64).
 
 Which methods torch allows where, and what jaxq does:
 
+* per_channel_affine_float_qparams tensors: ``select``, ``[]``, ``clone`` and ``copy_``
+  from a float array raise RuntimeError (torch fails on them too, or truncates the
+  float zero point of what it selects).
+* A ``select``/``[]`` that leaves a single channel gives a per-tensor QTensor with that
+  channel's parameters (torch's rule).
 * per-channel tensors: ``as_strided``, ``expand``, ``max``, ``min``, ``mean``, ``sort``,
   ``topk``, ``resize_``, ``q_scale``, ``q_zero_point`` raise RuntimeError as in torch;
   ``q_per_channel_*`` raise RuntimeError on per-tensor ones. ``view``/``flatten``
@@ -14,23 +19,26 @@ Which methods torch allows where, and what jaxq does:
   ``select``/``[]`` on the channel dimension give a per-tensor QTensor with that
   channel's parameters (as torch); on a dimension after it jaxq keeps the channel axis
   right (torch decrements it and then fails to dequantize).
-* quint4x2/quint2x4: ``clone``, ``as_strided``, ``expand``, ``mean``, ``topk`` and
-  ``copy_`` from a float array raise NotImplementedError as in torch (missing
-  kernels); ``select``, ``[]``, ``max``, ``min`` and ``sort`` raise NotImplementedError
+* quint4x2/quint2x4: ``clone``, ``as_strided``, ``expand``, ``topk``, ``copy_`` and
+  ``mean`` over trailing dimensions (the integer kernel) raise NotImplementedError as
+  in torch (missing kernels); ``mean`` over other dimensions works as in torch; ``select``, ``[]``, ``max``, ``min`` and ``sort`` raise NotImplementedError
   too, because torch applies them to the packed bytes and returns wrong values.
 * Comparisons (``eq``, ``ne``, ``lt``, ...) compare dequantized values and return a
   bool array, as torch. Under ``jit``, ``q_scale``/``q_zero_point`` return 0-d arrays
   and ``equal`` a traced bool (concrete calls return Python numbers/bools).
 * ``mean`` over trailing dimensions (or all) averages the integers and rounds half to
   even, as torch's integer kernel; over other dimensions it dequantizes, averages and
-  requantizes with torch's quantize_per_tensor rounding. torch sums in int64; jaxq
-  sums int32, which can only overflow for qint32 data.
+  requantizes with torch's quantize_per_tensor rounding (bit-exact over one dimension;
+  over several non-trailing dimensions torch's float summation order differs and the
+  result can differ by 1 at a rounding tie). torch sums integers in int64; jaxq sums
+  int32, which can only overflow for qint32 data.
 * Methods other than ``dequantize`` expect an unbatched QTensor (use them inside
   ``vmap``, not on a QTensor that ``vmap`` stacked).
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -44,6 +52,15 @@ from jaxq.core.affine import exact_divide
 from jaxq.core.qscheme import QScheme
 
 _KEEP = object()
+
+
+def _compiled(*static_argnames: str):
+    """Runs a method as one jitted program: one compilation per shape and static
+    arguments instead of one per jnp operation in eager mode (checks still raise, as
+    they only read static information)."""
+    def decorate(method):
+        return functools.wraps(method)(jax.jit(method, static_argnames=static_argnames))
+    return decorate
 
 
 class ValuesIndices(NamedTuple):
@@ -115,18 +132,27 @@ class QTensorMethods:
         return type(self).from_int_values(values, scale, zero_point, self.dtype, qscheme,
                                           axis)
 
-    def _per_tensor_from_channel(self, values: jax.Array, channel: int):
+    def _require_strided(self, method: str) -> None:
         if self._qscheme is QScheme.per_channel_affine_float_qparams:
-            raise NotImplementedError(
-                "selecting one channel of a per_channel_affine_float_qparams tensor is not "
-                "supported (torch truncates the float zero point and dequantizes wrongly)")
-        return self._new(values, self.scale[channel], self.zero_point[channel],
-                         QScheme.per_tensor_affine, None)
+            raise RuntimeError(f"{method}() is not supported for per_channel_affine_float_qparams "
+                               "tensors (torch: 'Setting strides is possible only on uniformly "
+                               "or per channel quantized tensors')")
+
+    def _sub_tensor(self, values: jax.Array, scale: jax.Array, zero_point: jax.Array,
+                    axis: int):
+        # torch's create_subtensor_quantizer: one channel left -> per-tensor.
+        if scale.shape[-1] == 1:
+            return self._new(values, scale.reshape(()), zero_point.reshape(()),
+                             QScheme.per_tensor_affine, None)
+        return self._new(values, scale, zero_point, axis=axis)
 
     # -- shape methods ------------------------------------------------------------------
     def view(self, *shape: int):
         """A QTensor with the same values in a new shape (one size may be -1)."""
-        new_shape = _infer_shape(_shape_argument(shape), self.numel())
+        return self._view(_infer_shape(_shape_argument(shape), self.numel()))
+
+    @_compiled("new_shape")
+    def _view(self, new_shape: tuple[int, ...]):
         axis = None
         if self._qscheme.is_per_channel:
             axis = self.q_per_channel_axis()
@@ -157,11 +183,15 @@ class QTensorMethods:
 
     def as_strided(self, size: Sequence[int], stride: Sequence[int], storage_offset: int = 0):
         """Elements at ``storage_offset + sum(i_k * stride_k)`` of the flat values."""
+        return self._as_strided(tuple(int(s) for s in size), tuple(int(s) for s in stride),
+                                int(storage_offset))
+
+    @_compiled("size", "stride", "storage_offset")
+    def _as_strided(self, size, stride, storage_offset):
         self._require_per_tensor("as_strided", "Setting strides is possible only on "
                                  "uniformly quantized tensor (as_strided on a per-channel "
                                  "QTensor)")
         self._require_unpacked("as_strided")
-        size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
         if len(size) != len(stride):
             raise RuntimeError(f"mismatch in length of strides and shape ({len(stride)} vs "
                                f"{len(size)})")
@@ -177,10 +207,13 @@ class QTensorMethods:
 
     def expand(self, *sizes: int):
         """Broadcast to ``sizes`` (-1 keeps a dimension), torch's rules."""
+        return self._expand(_shape_argument(sizes))
+
+    @_compiled("sizes")
+    def _expand(self, sizes: tuple[int, ...]):
         self._require_per_tensor("expand", "Setting strides is possible only on uniformly "
                                  "quantized tensor (expand on a per-channel QTensor)")
         self._require_unpacked("expand")
-        sizes = _shape_argument(sizes)
         shape = self.shape
         if len(sizes) < len(shape):
             raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be "
@@ -204,8 +237,10 @@ class QTensorMethods:
             target.append(s)
         return self._new(jnp.broadcast_to(self.int_values(), tuple(target)))
 
+    @_compiled("dim", "index")
     def select(self, dim: int, index: int):
         """The slice at ``index`` of ``dim``; on the channel dimension a per-tensor QTensor."""
+        self._require_strided("select")
         self._require_unpacked("select", "torch selects from the packed bytes and "
                                "returns wrong values")
         dim = self._normalize_dim(dim)
@@ -218,12 +253,15 @@ class QTensorMethods:
         if self._qscheme.is_per_channel:
             axis = self.q_per_channel_axis()
             if dim == axis:
-                return self._per_tensor_from_channel(values, index)
-            return self._new(values, axis=axis - 1 if dim < axis else axis)
+                return self._sub_tensor(values, self.scale[index:index + 1],
+                                        self.zero_point[index:index + 1], None)
+            return self._sub_tensor(values, self.scale, self.zero_point,
+                                    axis - 1 if dim < axis else axis)
         return self._new(values)
 
     def __getitem__(self, key: Any):
         """Basic indexing (ints, slices, None, ...); integer/bool arrays for per-tensor."""
+        self._require_strided("__getitem__")
         self._require_unpacked("__getitem__", "torch indexes the packed bytes and returns "
                                "wrong values")
         key = key if isinstance(key, tuple) else (key,)
@@ -244,20 +282,26 @@ class QTensorMethods:
                 out_dim += 1
                 continue
             if in_dim == axis:
-                if not isinstance(k, slice):
-                    return self._per_tensor_from_channel(values, int(k))
-                scale, zero_point, new_axis = scale[k], zero_point[k], out_dim
+                if isinstance(k, slice):
+                    scale, zero_point, new_axis = scale[k], zero_point[k], out_dim
+                else:
+                    channel = int(k) % self.shape[axis]
+                    scale = scale[channel:channel + 1]
+                    zero_point = zero_point[channel:channel + 1]
             in_dim += 1
             out_dim += isinstance(k, slice)
-        if new_axis is None:
+        if new_axis is None and in_dim <= axis:
             new_axis = out_dim + axis - in_dim
-        return self._new(values, scale, zero_point, axis=new_axis)
+        if not any(k is not None for k in expanded):  # no select or slice: torch's alias
+            return self._new(values, axis=new_axis)
+        return self._sub_tensor(values, scale, zero_point, new_axis)
 
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
 
     # -- comparisons of dequantized values --------------------------------------------
+    @_compiled("op")
     def _compare(self, op, other: Any) -> jax.Array:
         other = other.dequantize() if isinstance(other, QTensorMethods) else jnp.asarray(other)
         return op(self.dequantize(), other)
@@ -296,6 +340,9 @@ class QTensorMethods:
     # -- copies --------------------------------------------------------------------------
     def clone(self):
         """A new QTensor with the same contents."""
+        if self._qscheme is QScheme.per_channel_affine_float_qparams:
+            raise RuntimeError("clone for quantized Tensor only works for PerTensorAffine and "
+                               "PerChannelAffine qscheme (torch)")
         self._require_unpacked("clone")
         return type(self).tree_unflatten(*reversed(self.tree_flatten()))
 
@@ -306,6 +353,7 @@ class QTensorMethods:
         taken with its own parameters; a float32 array of ``self``'s shape is quantized
         with ``self``'s parameters (torch's rounding, see :mod:`jaxq.core.qtensor`).
         """
+        self._require_unpacked("copy_")
         if isinstance(src, QTensorMethods):
             if src.qscheme() is not self._qscheme:
                 raise RuntimeError(f"Quantized Copy only works with same qscheme (self "
@@ -320,7 +368,10 @@ class QTensorMethods:
                                    f"{list(self.shape)}") from error
             axis = None if src.axis_from_end is None else self.ndim + src.axis_from_end
             return self._new(values, src.scale, src.zero_point, src.qscheme(), axis)
-        self._require_unpacked("copy_ from a float array")
+        if self._qscheme is QScheme.per_channel_affine_float_qparams:
+            raise RuntimeError("copy_ from a float array into a per_channel_affine_float_qparams "
+                               "QTensor is not supported (torch fails with 'expected scalar "
+                               "type Long but found Float')")
         array = jnp.asarray(src)
         if array.dtype != jnp.float32:
             raise TypeError(f"src must be a float32 array or a QTensor; got {array.dtype}")
@@ -335,7 +386,10 @@ class QTensorMethods:
         zero point (torch leaves them uninitialized)."""
         self._require_per_tensor("resize_", "Can only resize quantized tensors with "
                                  "per-tensor schemes!")
-        sizes = _shape_argument(sizes)
+        return self._resize(_shape_argument(sizes))
+
+    @_compiled("sizes")
+    def _resize(self, sizes: tuple[int, ...]):
         if any(s < 0 for s in sizes):
             raise RuntimeError(f"resize_: sizes must be non-negative; got {list(sizes)}")
         numel = int(np.prod(sizes, dtype=np.int64))
@@ -348,6 +402,7 @@ class QTensorMethods:
         return self._new(flat.reshape(sizes))
 
     # -- integer and parameter access -----------------------------------------------------
+    @_compiled()
     def int_repr(self) -> jax.Array:
         """The stored integers; for quint4x2/quint2x4 torch's 1-d packed bytes of the
         flattened tensor (``ceil(numel * bits / 8)`` uint8)."""
@@ -396,6 +451,7 @@ class QTensorMethods:
         self._require_per_tensor(method, per_channel_message)
         self._require_unpacked(method, packed_reason)
 
+    @_compiled("method", "reduce", "arg_reduce", "dim", "keepdim")
     def _extreme(self, method: str, reduce, arg_reduce, dim, keepdim):
         self._reduce_checks(method, f"{method.capitalize()} operator for quantized tensors "
                             "only works for per tensor quantized tensors",
@@ -420,9 +476,8 @@ class QTensorMethods:
     def mean(self, dim: int | Sequence[int] | None = None, keepdim: bool = False,
              dtype: Any = None):
         """Mean with the same parameters (see the module docstring for the rounding)."""
-        self._reduce_checks("mean", "mean() only works on per_tensor_affine quantized "
-                            f"tensors; this one is {self._qscheme.value}",
-                            "torch has no kernel for it")
+        self._require_per_tensor("mean", "mean() only works on per_tensor_affine quantized "
+                                 f"tensors; this one is {self._qscheme.value}")
         if dtype is not None:
             raise TypeError(f"dtype={dtype!r} is not supported for a quantized mean (torch "
                             "rejects it too); leave it None")
@@ -431,16 +486,28 @@ class QTensorMethods:
         else:
             dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
             dims = tuple(sorted({self._normalize_dim(d) for d in dims}))
+        return self._mean(dims, bool(keepdim))
+
+    @_compiled("dims", "keepdim")
+    def _mean(self, dims: tuple[int, ...], keepdim: bool):
         count = float(np.prod([self.shape[d] for d in dims], dtype=np.int64))
         values = self.int_values()
         if dims == tuple(range(self.ndim - len(dims), self.ndim)):
+            self._require_unpacked("mean over the trailing dimensions",
+                                   "torch's integer mean kernel does not support it")
             total = jnp.sum(values.astype(jnp.int32), axis=dims, keepdims=keepdim)
             mean = jnp.round(exact_divide(total.astype(jnp.float32), count))
             return self._new(mean.astype(self.dtype.storage_dtype))
-        total = jnp.sum(self.dequantize(), axis=dims, keepdims=keepdim)
+        # torch sums the materialized dequantized values; the max (a no-op on finite
+        # values) keeps XLA from fusing (q - zp) * s + acc into an FMA inside the sum.
+        dequantized = jnp.maximum(self.dequantize(), float(np.finfo(np.float32).min))
+        # Over several non-trailing dimensions XLA's summation order can differ from
+        # torch's, and the requantized mean by 1 where it sits on a rounding tie.
+        total = jnp.sum(dequantized, axis=dims, keepdims=keepdim)
         from jaxq.core.qtensor import _quantize_like  # the quantize kernels live there
         return self._new(_quantize_like(self, exact_divide(total, count)))
 
+    @_compiled("dim", "descending", "stable")
     def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
         """``(values, indices)`` sorted along ``dim`` (always stable, as torch on CPU)."""
         del stable  # torch's CPU sort is stable either way.
@@ -456,6 +523,7 @@ class QTensorMethods:
         return ValuesIndices(self._new(jnp.take_along_axis(values, order, axis=dim)),
                              order.astype(jnp.int32))
 
+    @_compiled("k", "dim", "largest", "sorted")
     def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
         """The ``k`` largest (or smallest) values along ``dim`` and their indices.
 

@@ -57,6 +57,8 @@ Example:
 """
 
 from jaxq.kernels import cpu as _cpu  # registers the native CPU backend (built lazily)
+from jaxq.kernels.conv import (
+    Conv2dArgs, Conv2dProblem, PackedConvWeight, pack_conv_weight, quantized_conv2d)
 from jaxq.kernels.matmul import quantized_matmul
 from jaxq.kernels.problem import DynamicQuantization, MatmulArgs, MatmulProblem
 from jaxq.kernels.registry import (
@@ -66,7 +68,8 @@ from jaxq.kernels.weights import (
     weight_values)
 
 __all__ = [
-    "Backend", "DynamicQuantization", "MatmulArgs", "MatmulProblem", "PackedWeight",
+    "Backend", "Conv2dArgs", "Conv2dProblem", "PackedConvWeight", "pack_conv_weight",
+    "quantized_conv2d", "DynamicQuantization", "MatmulArgs", "MatmulProblem", "PackedWeight",
     "WeightLayout", "WeightSpec", "pack_weight", "quantized_matmul", "register_backend",
     "register_weight_layout", "registered_backends", "select_backends",
     "unregister_backend", "weight_values",

@@ -9,6 +9,7 @@
 //                     torch's per-tensor dynamic rule) x packed int8 weight -> int32 / f32 /
 //                     requantized uint8 / int8.
 //   jaxq_weight_only  float32 activations x packed int8 / int4 weight -> f32.
+//   jaxq_qconv2d      NHWC uint8 / int8 activations x packed int8 kernel (im2col blocks).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -528,6 +529,154 @@ ffi::Error WeightOnlyImpl(ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer
   return ffi::Error::Success();
 }
 
+// Static quantized conv2d, NHWC: each block of output pixels is gathered (im2col, padded
+// with the activation zero point) into a thread-local uint8 block and multiplied by the
+// packed weight with the GEMM kernel, epilogue included.
+ffi::Error QConvImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w_scale,
+                     ffi::Buffer<ffi::S32> w_zp, ffi::Buffer<ffi::S32> col_sums,
+                     ffi::Buffer<ffi::F32> x_scale, ffi::Buffer<ffi::S32> x_zp,
+                     ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> out_scale,
+                     ffi::Buffer<ffi::S32> out_zp, ffi::Result<ffi::AnyBuffer> out, int64_t kh,
+                     int64_t kw, int64_t stride_h, int64_t stride_w, int64_t pad_t,
+                     int64_t pad_l, int64_t dil_h, int64_t dil_w, int64_t out_h, int64_t out_w,
+                     int64_t o, int64_t out_kind, int64_t relu, int64_t qlo, int64_t qhi) {
+  if (g_isa.load() == kIsaNone) return invalid("this CPU has neither AVX512-VNNI nor AVX2");
+  auto xd = x.dimensions();
+  if (xd.size() != 4) return invalid("x must be NHWC");
+  const int64_t batch = xd[0], h = xd[1], wd = xd[2], c = xd[3];
+  const auto xt = x.element_type();
+  if (xt != ffi::DataType::U8 && xt != ffi::DataType::S8) return invalid("x must be uint8/int8");
+  if (kh <= 0 || kw <= 0 || stride_h <= 0 || stride_w <= 0 || dil_h <= 0 || dil_w <= 0 ||
+      pad_t < 0 || pad_l < 0 || o <= 0 || c <= 0) {
+    return invalid("bad conv attributes");
+  }
+  // Any output size is memory-safe: every input read is bounds-checked (else padding).
+  if (out_h <= 0 || out_w <= 0) return invalid("output height and width must be positive");
+  const int64_t k = kh * kw * c, kp = round_up(k, 4), nq = round_up(o, 16);
+  if (w.element_type() != ffi::DataType::S8 || w.element_count() != static_cast<size_t>(kp * nq)) {
+    return invalid("packed weight must be int8 with round_up(kh*kw*C, 4) * round_up(O, 16) bytes");
+  }
+  const int64_t ws = w_scale.element_count(), wz = w_zp.element_count();
+  if (!(ws == 1 || ws == o) || !(wz == 0 || wz == 1 || wz == o)) {
+    return invalid("weight scale / zero point must have 1 or O entries");
+  }
+  if (col_sums.element_count() != static_cast<size_t>(o)) return invalid("col_sums must have O entries");
+  if (x_scale.element_count() != 1 || x_zp.element_count() > 1) {
+    return invalid("conv takes a per-tensor activation scale / zero point");
+  }
+  const int64_t nb = bias.element_count();
+  if (!(nb == 0 || nb == o)) return invalid("bias must have 0 or O entries");
+  if (out_kind < kOutInt32 || out_kind > kOutS8) return invalid("bad out_kind");
+  const bool requant = out_kind == kOutU8 || out_kind == kOutS8;
+  if (requant && (out_scale.element_count() != 1 || out_zp.element_count() != 1)) {
+    return invalid("requantized output needs one out_scale and one out_zero_point");
+  }
+  static const ffi::DataType kOutTypes[] = {ffi::DataType::S32, ffi::DataType::F32,
+                                            ffi::DataType::U8, ffi::DataType::S8};
+  auto od = out->dimensions();
+  if (out->element_type() != kOutTypes[out_kind] || od.size() != 4 || od[0] != batch ||
+      od[1] != out_h || od[2] != out_w || od[3] != o) {
+    return invalid("output must be (N, out_h, out_w, O) with the dtype of out_kind");
+  }
+  const int64_t m = batch * out_h * out_w;
+  if (m == 0) return ffi::Error::Success();
+
+  const Kernels kern = kernels();
+  ThreadPool& tp = pool();
+  Scratch& s = t_scratch;
+  const bool is_signed = xt == ffi::DataType::S8;
+  const uint8_t flip = is_signed ? 0x80 : 0x00;
+  const int32_t zx = (x_zp.element_count() ? x_zp.typed_data()[0] : 0) + (is_signed ? 128 : 0);
+  if (zx < 0 || zx > 255) return invalid("x_zero_point outside the activation dtype's range");
+  const uint8_t pad_byte = static_cast<uint8_t>(zx);
+  const bool need_row_sums = wz != 0;
+
+  GemmArgs base{};
+  base.N = o;
+  base.K = k;
+  base.Kp = kp;
+  base.B = w.typed_data<int8_t>();
+  base.lda = kp;
+  base.out_kind = static_cast<int>(out_kind);
+  base.col_sums = col_sums.typed_data();
+  base.zw = need_row_sums ? w_zp.typed_data() : nullptr;
+  base.zw_stride = wz == o ? 1 : 0;
+  base.zx = zx;
+  base.sx = x_scale.typed_data()[0];
+  base.sw = w_scale.typed_data();
+  base.sw_stride = ws == o ? 1 : 0;
+  base.bias = nb ? bias.typed_data() : nullptr;
+  base.relu = relu ? 1 : 0;
+  if (requant) {
+    const float so = out_scale.typed_data()[0];
+    s.rq_mult.resize(o);
+    s.rq_bias.resize(o);
+    for (int64_t j = 0; j < o; ++j) {
+      const float ats = base.sx * base.sw[j * base.sw_stride];
+      s.rq_mult[j] = ats / so;
+      if (nb) s.rq_bias[j] = base.bias[j] / ats;
+    }
+    base.rq_mult = s.rq_mult.data();
+    base.rq_bias = nb ? s.rq_bias.data() : nullptr;
+    base.out_zp = out_zp.typed_data()[0];
+    base.qlo = static_cast<int32_t>(qlo);
+    base.qhi = static_cast<int32_t>(qhi);
+  }
+  const size_t out_elem = out_kind == kOutInt32 || out_kind == kOutF32 ? 4 : 1;
+  uint8_t* out_base = static_cast<uint8_t*>(out->untyped_data());
+  const uint8_t* xb = static_cast<const uint8_t*>(x.untyped_data());
+  const int64_t panels = (o + kPanel - 1) / kPanel;
+  constexpr int64_t kBlock = 96;  // output pixels per im2col block (a multiple of 6)
+  const int64_t blocks = (m + kBlock - 1) / kBlock;
+  const int tasks = static_cast<int>(std::min<int64_t>(blocks, tp.size() * 8));
+  tp.parallel_for(tasks, [&](int t) {
+    thread_local std::vector<uint8_t> a;
+    thread_local std::vector<int32_t> sums;
+    a.resize(kBlock * kp);
+    sums.resize(kBlock);
+    int64_t b0, b1;
+    split(blocks, tasks, t, 1, &b0, &b1);
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t m0 = blk * kBlock, m1 = std::min(m, m0 + kBlock);
+      for (int64_t r = m0; r < m1; ++r) {
+        const int64_t img = r / (out_h * out_w), pix = r % (out_h * out_w);
+        const int64_t oh = pix / out_w, ow = pix % out_w;
+        uint8_t* dst = a.data() + (r - m0) * kp;
+        for (int64_t i = 0; i < kh; ++i) {
+          const int64_t ih = oh * stride_h - pad_t + i * dil_h;
+          for (int64_t j = 0; j < kw; ++j, dst += c) {
+            const int64_t iw = ow * stride_w - pad_l + j * dil_w;
+            if (ih < 0 || ih >= h || iw < 0 || iw >= wd) {
+              std::memset(dst, pad_byte, c);
+            } else {
+              const uint8_t* src = xb + ((img * h + ih) * wd + iw) * c;
+              if (flip) {
+                for (int64_t q = 0; q < c; ++q) dst[q] = src[q] ^ flip;
+              } else {
+                std::memcpy(dst, src, c);
+              }
+            }
+          }
+        }
+        for (int64_t q = k; q < kp; ++q) dst[q] = 0;
+        if (need_row_sums) {
+          const uint8_t* row = a.data() + (r - m0) * kp;
+          int32_t sum = 0;
+          for (int64_t q = 0; q < k; ++q) sum += row[q];
+          sums[r - m0] = sum;
+        }
+      }
+      GemmArgs g = base;
+      g.M = m1 - m0;
+      g.A = a.data();
+      g.row_sums = sums.data();
+      g.out = out_base + m0 * o * out_elem;
+      kern.gemm(g, 0, m1 - m0, 0, panels);
+    }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 }  // namespace jaxq
 
@@ -571,6 +720,35 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqWeightOnly, jaxq::WeightOnlyImpl,
                                   .Attr<int64_t>("bits")
                                   .Attr<int64_t>("group_size")
                                   .Attr<int64_t>("relu"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqQConv2d, jaxq::QConvImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("kh")
+                                  .Attr<int64_t>("kw")
+                                  .Attr<int64_t>("stride_h")
+                                  .Attr<int64_t>("stride_w")
+                                  .Attr<int64_t>("pad_t")
+                                  .Attr<int64_t>("pad_l")
+                                  .Attr<int64_t>("dil_h")
+                                  .Attr<int64_t>("dil_w")
+                                  .Attr<int64_t>("out_h")
+                                  .Attr<int64_t>("out_w")
+                                  .Attr<int64_t>("o")
+                                  .Attr<int64_t>("out_kind")
+                                  .Attr<int64_t>("relu")
+                                  .Attr<int64_t>("qlo")
+                                  .Attr<int64_t>("qhi"));
 #pragma GCC visibility pop
 
 extern "C" {

@@ -60,8 +60,21 @@ CHECK_SCRIPT = textwrap.dedent("""
             else:
                 np.testing.assert_array_equal(got, ref)
             checked += 1
+    from jaxq.kernels import pack_conv_weight, quantized_conv2d
+    for x_dtype, pads, stride in [(np.uint8, ((1, 2), (0, 1)), 1), (np.int8, 0, 2)]:
+        info = np.iinfo(x_dtype)
+        xc = rng.integers(info.min, info.max + 1, (2, 5, 6, 3)).astype(x_dtype)
+        wc = pack_conv_weight(rng.integers(-128, 128, (3, 2, 3, 17)).astype(np.int8),
+                              rng.uniform(.01, .02, 17).astype(np.float32),
+                              rng.integers(-3, 4, 17).astype(np.int32))
+        conv = lambda be: quantized_conv2d(xc, wc, 0.05, 1, stride=stride, padding=pads,
+                                           bias=np.ones(17, np.float32), out_dtype="quint8",
+                                           out_scale=0.3, out_zero_point=5, backend=be)
+        np.testing.assert_array_equal(np.asarray(jax.jit(lambda: conv("cpu_native"))()),
+                                      np.asarray(jax.jit(lambda: conv("xla"))()))
+        checked += 1
     print("CHECKED", checked)
-    assert checked == 26
+    assert checked == 28
 """)
 
 
@@ -72,7 +85,7 @@ def test_avx2_path_matches_reference():
     try:
         namespace: dict = {}
         exec(compile(CHECK_SCRIPT, "check", "exec"), namespace)
-        assert namespace["checked"] == 26
+        assert namespace["checked"] == 28
     finally:
         cpu.force_isa(None)
     assert cpu.isa() == "avx512_vnni" or cpu.isa() == "avx2"

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from jaxq.kernels import registry, weights
 from jaxq.kernels.cpu import native
-from jaxq.kernels.cpu.backend import LAYOUTS, available, default_layout, matmul, supports
+from jaxq.kernels.cpu.backend import (
+    LAYOUTS, available, conv2d, default_layout, matmul, supports, supports_conv2d)
 
 __all__ = ["BACKEND_NAME", "available", "force_isa", "isa", "num_threads",
            "set_num_threads", "unavailable_reason"]
@@ -31,7 +32,7 @@ for _layout in LAYOUTS:
 weights.add_default_layout_hook(default_layout)
 registry.register_backend(registry.Backend(
     name=BACKEND_NAME, platform="cpu", matmul=matmul, supports=supports,
-    available=available, priority=10))
+    available=available, priority=10, conv2d=conv2d, supports_conv2d=supports_conv2d))
 
 
 def unavailable_reason() -> str | None:

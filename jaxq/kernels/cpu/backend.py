@@ -21,11 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxq.kernels.activation import quantize_activation
+from jaxq.kernels.conv import Conv2dArgs, Conv2dProblem
 from jaxq.kernels.cpu import native
 from jaxq.kernels.problem import MatmulArgs, MatmulProblem
 from jaxq.kernels.weights import WeightLayout, WeightSpec
 
-__all__ = ["LAYOUT_VNNI", "LAYOUT_WO4", "available", "default_layout", "matmul", "supports"]
+__all__ = ["LAYOUT_VNNI", "LAYOUT_WO4", "available", "conv2d", "default_layout", "matmul",
+           "supports", "supports_conv2d"]
 
 LAYOUT_VNNI = "cpu_vnni"
 LAYOUT_WO4 = "cpu_wo4"
@@ -250,4 +252,55 @@ def matmul(problem: MatmulProblem, args: MatmulArgs) -> jax.Array:
     out = fn(x, _flat(x_scale, jnp.float32), _flat(x_zp, jnp.int32), weight.data,
              _flat(weight.scale, jnp.float32), w_zp, weight.col_sums, bias,
              _flat(args.out_scale, jnp.float32), _flat(args.out_zero_point, jnp.int32))
+    return out.astype(problem.out_dtype) if out_kind == 1 else out
+
+
+# ---------------------------------------------------------------------------------------
+# Conv2d.
+# ---------------------------------------------------------------------------------------
+def supports_conv2d(problem: Conv2dProblem) -> bool:
+    return problem.weight.layout == LAYOUT_VNNI and problem.groups == 1
+
+
+@functools.lru_cache(maxsize=None)
+def _qconv_fn(out_shape: tuple[int, int, int], attrs: tuple, out_kind: int):
+    """The jaxq_qconv2d call; vmap folds an activation batch into N."""
+    attr_dict = {name: np.int64(value) for name, value in attrs}
+
+    @jax.custom_batching.custom_vmap
+    def call(x, *rest):
+        shape = jax.ShapeDtypeStruct((x.shape[0],) + out_shape, _OUT_DTYPE[out_kind])
+        return jax.ffi.ffi_call(native.FFI_QCONV2D, shape)(x, *rest, **attr_dict)
+
+    @call.def_vmap
+    def rule(axis_size, in_batched, x, *rest):
+        if any(in_batched[1:]):
+            return _sequential(call, in_batched, (x, *rest)), True
+        n = x.shape[1]
+        out = call(x.reshape((axis_size * n,) + x.shape[2:]), *rest)
+        return out.reshape((axis_size, n) + out.shape[1:]), True
+
+    return call
+
+
+def conv2d(problem: Conv2dProblem, args: Conv2dArgs) -> jax.Array:
+    """Runs a supported conv through the native im2col + GEMM kernel: NHWC."""
+    weight = args.weight.matmul
+    spec = weight.spec
+    (pt, _), (pl, _) = problem.padding
+    kh, kw = problem.kernel_size
+    ho, wo = problem.out_hw
+    out_kind = _OUT_KIND[problem.out_dtype]
+    qlo, qhi = problem.out_range or (0, 0)
+    attrs = (("kh", kh), ("kw", kw), ("stride_h", problem.stride[0]),
+             ("stride_w", problem.stride[1]), ("pad_t", pt), ("pad_l", pl),
+             ("dil_h", problem.dilation[0]), ("dil_w", problem.dilation[1]), ("out_h", ho),
+             ("out_w", wo), ("o", problem.out_channels), ("out_kind", out_kind),
+             ("relu", int(problem.relu)), ("qlo", qlo), ("qhi", qhi))
+    fn = _qconv_fn((ho, wo, problem.out_channels), attrs, out_kind)
+    w_zp = _empty(jnp.int32) if spec.symmetric else _flat(weight.zero_point, jnp.int32)
+    out = fn(args.x, weight.data, _flat(weight.scale, jnp.float32), w_zp, weight.col_sums,
+             _flat(args.x_scale, jnp.float32), _flat(args.x_zero_point, jnp.int32),
+             _flat(args.bias, jnp.float32), _flat(args.out_scale, jnp.float32),
+             _flat(args.out_zero_point, jnp.int32))
     return out.astype(problem.out_dtype) if out_kind == 1 else out

@@ -13,10 +13,11 @@ import os
 import threading
 import warnings
 
-__all__ = ["FFI_QGEMM", "FFI_WEIGHT_ONLY", "ISA_NAMES", "load", "unavailable_reason"]
+__all__ = ["FFI_QCONV2D", "FFI_QGEMM", "FFI_WEIGHT_ONLY", "ISA_NAMES", "load", "unavailable_reason"]
 
 FFI_QGEMM = "jaxq_qgemm"
 FFI_WEIGHT_ONLY = "jaxq_weight_only"
+FFI_QCONV2D = "jaxq_qconv2d"
 ISA_NAMES = {0: "none", 1: "avx2", 2: "avx512_vnni"}
 
 _lock = threading.Lock()
@@ -65,6 +66,7 @@ def _load() -> ctypes.CDLL | None:
     jax.ffi.register_ffi_target(FFI_QGEMM, jax.ffi.pycapsule(lib.JaxqQGemm), platform="cpu")
     jax.ffi.register_ffi_target(FFI_WEIGHT_ONLY, jax.ffi.pycapsule(lib.JaxqWeightOnly),
                                 platform="cpu")
+    jax.ffi.register_ffi_target(FFI_QCONV2D, jax.ffi.pycapsule(lib.JaxqQConv2d), platform="cpu")
     return lib
 
 

@@ -201,6 +201,27 @@ TORCH_TO_JAXQ: dict[str, Translation] = {
                   "jaxq.fuser_method_mappings", [
                       "fuse_conv_bn", "fuse_conv_bn_relu", "fuse_linear_bn",
                       "fuse_convtranspose_bn"]),
+    # --- Ops only torch's other backend configs name (onednn, executorch, tensorrt) -------
+    "operator.sub": Translation("operator.sub"),
+    "torch.sub": Translation("jax.numpy.subtract"),
+    "torch.concat": Translation("jax.numpy.concatenate"),
+    "torch.concatenate": Translation("jax.numpy.concatenate"),
+    "torch.permute": Translation("jax.numpy.transpose"),
+    "torch.permute_copy": Translation("jax.numpy.transpose"),
+    "torch.addmm": Translation(None, note="JAX has no addmm; x @ w + b lowers to "
+                               "jax.lax.dot_general"),
+    "torch.nn.functional.pad": Translation("jax.numpy.pad"),
+    "torch.nn.functional.embedding": Translation(None, note=_NO_FUNCTIONAL),
+    "torch._C._nn.leaky_relu_": Translation("jax.nn.leaky_relu"),
+    "leaky_relu": Translation("jax.nn.leaky_relu"),
+    "torch.nn.Flatten": Translation(None, note="Flax has no Flatten module; use x.reshape"),
+    "torch.nn.ConstantPad2d": Translation(None, 2, "Flax has no padding modules; use "
+                                          "jax.numpy.pad"),
+    **{f"torch.ao.nn.intrinsic.{name}": Translation(None, note="onednn-only fused module; "
+                                                    "jaxq has none")
+       for name in ("ConvAdd2d", "ConvAddReLU2d", "LinearLeakyReLU", "LinearTanh")},
+    "torch.ao.quantization.backend_config.onednn._fuse_linear_bn_leaky_relu": Translation(
+        None, note="onednn-only fusion; jaxq has no LinearLeakyReLU"),
     # --- Observer / fake-quantize classes (QConfig constructors; PyTorch interop) ----------
     **_same_names("torch.ao.quantization.observer", "jaxq.observer", [
         "MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",

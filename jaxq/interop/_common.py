@@ -147,8 +147,8 @@ def report_dropped(dropped: list[str], what: str, strict: bool) -> None:
     if not dropped:
         return
     message = (f"{what}: {len(dropped)} entr{'y' if len(dropped) == 1 else 'ies'} name torch "
-               "ops without a JAX counterpart and were left out (they can never match a JAX "
-               "model): " + "; ".join(dropped))
+               "objects without a jaxq counterpart (an op JAX lacks, or a jaxq module not "
+               "written yet) and were left out: " + "; ".join(dropped))
     if strict:
         raise ValueError(message + " (strict=True)")
     warnings.warn(message, TranslationWarning, stacklevel=3)

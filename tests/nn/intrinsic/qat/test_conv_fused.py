@@ -201,7 +201,7 @@ def test_from_float_to_float_round_trip(rank, with_relu, bias, rng):
         assert_close(jit_apply(jfloat, jnp.asarray(x)), from_nchw(tfloat(to_nchw(x))))
 
 
-@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("rank", [1, 2, pytest.param(3, marks=pytest.mark.slow)])
 def test_conv_relu_matches_torch(rank, rng):
     jqconfig, tqconfig = QCONFIGS["per_channel"]
     name = f"ConvReLU{rank}d"

@@ -218,11 +218,11 @@ def check_qconfig(qconfig: Any) -> None:
 
 def float_module_type(mod: Any) -> type:
     """``type(mod)``, looking through the ``Observed<Cls>`` subclasses that
-    ``jaxq.eager`` creates in place of torch's forward hooks."""
+    ``jaxq.eager.hooks`` creates in place of torch's forward hooks (they record their
+    base class as ``_jaxq_observed_base``)."""
     cls = type(mod)
-    while cls.__name__.startswith("Observed") and len(cls.__bases__) == 1 \
-            and cls.__name__ == "Observed" + cls.__bases__[0].__name__:
-        cls = cls.__bases__[0]
+    while cls.__dict__.get("_jaxq_observed_base") is not None:
+        cls = cls.__dict__["_jaxq_observed_base"]
     return cls
 
 

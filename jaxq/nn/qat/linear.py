@@ -103,9 +103,6 @@ class Linear(nnx.Linear):
         if isinstance(mod, nni._FusedModule):
             mod = mod[0]
         qconfig = getattr(mod, "qconfig", None) or qconfig
-        if len(mod.in_features if isinstance(mod.in_features, tuple) else (1,)) != 1:
-            raise ValueError("only nnx.Linear with a single input and output axis "
-                             "can be swapped")
         qat = cls(mod.in_features, mod.out_features, bias=mod.use_bias, qconfig=qconfig,
                   dtype=mod.dtype, param_dtype=mod.param_dtype, precision=mod.precision)
         for name in LINEAR_CONFIG_ATTRIBUTES:

@@ -76,6 +76,14 @@ def test_forward_grad_qparams_match_torch(qconfig_name, bias, rng):
     np.testing.assert_array_equal(back.kernel[...], jmod.kernel[...])
 
 
+def test_from_float_looks_through_observed_subclasses():
+    """jaxq.eager's Observed<Cls> subclasses (torch's forward hooks) are accepted."""
+    observed = type("ObservedLinear", (nnx.Linear,), {"_jaxq_observed_base": nnx.Linear})
+    linear = observed(3, 2, rngs=nnx.Rngs(0))
+    linear.qconfig = QCONFIGS["per_tensor"][0]
+    assert type(nnqat.Linear.from_float(linear)) is nnqat.Linear
+
+
 def test_constructor_and_errors():
     jqconfig = QCONFIGS["per_channel"][0]
     m = nnqat.Linear(3, 5, qconfig=jqconfig)

@@ -73,4 +73,23 @@ from jaxq.qconfig_mapping import (
 )
 from jaxq.custom_config import QuantType
 
+# Layers 4-5: modules and the eager workflow.
+from jaxq import eager, nn
+from jaxq.eager import (
+    DeQuantStub, QuantStub, QuantWrapper, add_quant_dequant, convert, default_eval_fn,
+    fuse_modules, fuse_modules_qat, get_default_custom_config_dict, prepare, prepare_qat,
+    propagate_qconfig_, quantize, quantize_dynamic, quantize_qat, swap_module,
+)
+from jaxq.fuser_method_mappings import (
+    fuse_conv_bn, fuse_conv_bn_relu, fuse_convtranspose_bn, fuse_linear_bn, get_fuser_method,
+)
+from jaxq.quantization_mappings import (
+    get_default_compare_output_module_list, get_default_dynamic_quant_module_mappings,
+    get_default_float_to_quantized_operator_mappings, get_default_qat_module_mappings,
+    get_default_qconfig_propagation_list, get_default_static_quant_module_mappings,
+    get_default_static_quant_reference_module_mappings, get_dynamic_quant_module_class,
+    get_embedding_qat_module_mappings, get_embedding_static_quant_module_mappings,
+    get_quantized_operator, get_static_quant_module_class, no_observer_set,
+)
+
 __version__ = "0.1.0"

@@ -23,7 +23,8 @@ from flax import nnx
 
 from jaxq.core.dtypes import QuantDType, as_quant_dtype, qint8, quint8
 from jaxq.core.qscheme import QScheme
-from jaxq.core.qtensor import QTensor, quantize_per_channel, quantize_per_tensor
+from jaxq.core.qtensor import QTensor, quantize_per_channel
+from jaxq.kernels.activation import fbgemm_quantize
 from jaxq.nn import layout
 
 __all__ = ["QuantizedState", "QuantizedWeight", "QuantizedBuffer", "require_qtensor",
@@ -172,8 +173,11 @@ def quantize_kernel(kernel: Any, post: Any, owner: str) -> tuple[QTensor, Any]:
     qmin = int(getattr(post, "quant_min", qint8.quant_min))
     qmax = int(getattr(post, "quant_max", qint8.quant_max))
     if qscheme in (QScheme.per_tensor_affine, QScheme.per_tensor_symmetric):
-        q = quantize_per_tensor(weight, jnp.asarray(scale, jnp.float32).reshape(()),
-                                jnp.asarray(zero_point).astype(jnp.int32).reshape(()), qint8)
+        # torch.quantize_per_tensor's fbgemm rounding, rint(fma(w, 1/s, zp)), computed
+        # with an explicit single rounding (not left to XLA's FMA contraction).
+        w_scale = jnp.asarray(scale, jnp.float32).reshape(())
+        w_zp = jnp.asarray(zero_point).astype(jnp.int32).reshape(())
+        q = QTensor(fbgemm_quantize(weight, w_scale, w_zp, jnp.int8), w_scale, w_zp, qint8)
     elif qscheme in (QScheme.per_channel_affine, QScheme.per_channel_symmetric):
         ch_axis = int(getattr(post, "ch_axis", kernel.ndim - 1)) % kernel.ndim
         if layout.torch_weight_axis(ch_axis, kernel.ndim) != 0:

@@ -1,6 +1,5 @@
 """Activations, normalization, functional wrappers and stubs vs torch.ao.nn.quantized."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ from flax import nnx
 
 import jaxq.qconfig as jqconfig
 from jaxq.core.dtypes import quint8
-from jaxq.core.qtensor import QTensor, quantize_per_tensor
 from jaxq.nn import modules as jnn
 from jaxq.nn import quantized as nnq
 from torch.ao.nn import quantized as tnnq

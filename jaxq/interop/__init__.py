@@ -14,6 +14,7 @@ The torch -> jaxq name table is :mod:`jaxq.backend_config.type_names`; see
 """
 
 from jaxq.interop._common import TranslationWarning
+from jaxq.interop.checkpoint import load_torch_observer_state_dict, load_torch_state_dict
 from jaxq.interop.convert import from_torch, to_torch
 from jaxq.interop.serialization import (
     load_qconfig_mapping,
@@ -30,4 +31,6 @@ __all__ = [
     "load_qconfig_mapping",
     "qconfig_mapping_to_dict",
     "qconfig_mapping_from_dict",
+    "load_torch_observer_state_dict",
+    "load_torch_state_dict",
 ]

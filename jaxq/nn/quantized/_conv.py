@@ -1,7 +1,8 @@
 """The int8 convolution (N-d, channels-last): packed weights, int32 accumulators, epilogue.
 
-``jaxq.kernels`` has no convolution entry point for every rank yet, so the quantized
-ConvNd modules and ``jaxq.nn.quantized.functional.conv{1,2,3}d`` run here: an
+2-D convolutions go through :func:`jaxq.kernels.quantized_conv2d` (the kernels' entry
+point, with its native CPU backend); ``jaxq.kernels`` has no 1-D / 3-D entry point, so
+those ranks run here: an
 ``int8 x int8 -> int32`` ``lax.conv_general_dilated`` followed by the requantize epilogue
 of :mod:`jaxq.kernels.xla` (the same function the quantized matmul uses, torch fbgemm's
 ``ReQuantizeOutput`` with a float bias), so the formula is written once.
@@ -31,10 +32,12 @@ import numpy as np
 
 from jaxq.core.dtypes import qint8, quint8
 from jaxq.core.qtensor import QTensor
+from jaxq import kernels
 from jaxq.kernels.xla import requantize_epilogue
 
 __all__ = ["ConvSpec", "PackedConvWeight", "pack_conv_weight", "conv_accumulators",
-           "quantized_conv", "normalize_tuple", "normalize_padding"]
+           "quantized_conv", "normalize_tuple", "normalize_padding", "pack_weight_for_rank",
+           "quantized_conv_any", "torch_weight_of"]
 
 _DIMENSION_NUMBERS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
                       3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -286,3 +289,61 @@ def quantized_conv(x: QTensor, weight: PackedConvWeight, bias: Any, stride, padd
 
 
 ACTIVATION_DTYPES = (quint8, qint8)
+
+
+def pack_weight_for_rank(weight: QTensor, groups: int = 1) -> Any:
+    """The packed form :func:`quantized_conv_any` runs: ``jaxq.kernels``'
+    ``PackedConvWeight`` for 2-D kernels, :class:`PackedConvWeight` (this module's) else."""
+    if isinstance(weight, QTensor) and weight.ndim == 4 and weight.dtype is qint8:
+        if weight.qscheme().is_per_channel and weight.q_per_channel_axis() != 0:
+            raise ValueError("per-channel conv weights must be quantized along axis 0 "
+                             "(output channels)")
+        return kernels.pack_conv_weight(weight.int_values(), weight.scale,
+                                        weight.zero_point, weight_layout="OIHW",
+                                        groups=int(groups))
+    return pack_conv_weight(weight, groups)
+
+
+def packed_spatial_dims(weight: Any) -> int:
+    if isinstance(weight, kernels.PackedConvWeight):
+        return 2
+    return weight.spec.spatial_dims
+
+
+def packed_groups(weight: Any) -> int:
+    if isinstance(weight, kernels.PackedConvWeight):
+        return weight.groups
+    return weight.spec.groups
+
+
+def torch_weight_of(weight: Any) -> QTensor:
+    """Either packed form back as torch's qint8 ``(out, in / groups, *k)`` QTensor."""
+    if not isinstance(weight, kernels.PackedConvWeight):
+        return weight.torch_weight()
+    packed = weight.matmul
+    kh, kw = weight.kernel_size
+    rows = kernels.weight_values(packed).reshape(
+        weight.out_channels, kh, kw, weight.in_channels // weight.groups)
+    values = jnp.transpose(rows, (0, 3, 1, 2))
+    if packed.spec.granularity == "per_channel":
+        return QTensor(values, packed.scale, packed.zero_point, qint8, "per_channel_affine", 0)
+    return QTensor(values, packed.scale, packed.zero_point, qint8)
+
+
+def quantized_conv_any(x: QTensor, weight: Any, bias: Any, stride, padding, dilation,
+                       out_scale: jax.Array, out_zero_point: jax.Array, relu: bool = False,
+                       op: str = "quantized::conv") -> QTensor:
+    """:func:`quantized_conv`, or ``jaxq.kernels.quantized_conv2d`` for a 2-D packed
+    weight (identical results; the kernels' entry point may run a native backend)."""
+    if not isinstance(weight, kernels.PackedConvWeight):
+        return quantized_conv(x, weight, bias, stride, padding, dilation, out_scale,
+                              out_zero_point, relu, op)
+    if x.ndim != 4 or x.shape[-1] != weight.in_channels:
+        raise ValueError(f"{op}: input must have shape (N, H, W, {weight.in_channels}) "
+                         f"(channels last); got {x.shape}")
+    pads = _resolve_padding(padding, x.shape[1:-1], weight.kernel_size, stride, dilation)
+    data = kernels.quantized_conv2d(
+        x.data, weight, x.scale, x.zero_point, stride=stride, padding=tuple(pads),
+        dilation=dilation, bias=bias, relu=relu, out_dtype=x.dtype.storage_dtype,
+        out_scale=out_scale, out_zero_point=out_zero_point)
+    return QTensor(data, out_scale, out_zero_point, x.dtype)

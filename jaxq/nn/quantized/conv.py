@@ -1,8 +1,9 @@
 """Quantized Conv1d/2d/3d (``torch.ao.nn.quantized.Conv*d``) on NNX, channels-last.
 
 Inputs are quint8 QTensors ``(N, L, C)``, ``(N, H, W, C)`` or ``(N, D, H, W, C)``
-(torch: ``(N, C, ...)``); the int8 weight is packed once, in Flax's kernel layout, as a
-:class:`~jaxq.nn.quantized._conv.PackedConvWeight`; ``weight()`` returns it in torch's
+(torch: ``(N, C, ...)``); the int8 weight is packed once (Conv2d:
+``jaxq.kernels.pack_conv_weight``, run by ``jaxq.kernels.quantized_conv2d``; Conv1d/3d:
+:mod:`jaxq.nn.quantized._conv`); ``weight()`` returns it in torch's
 ``(out, in / groups, *k)`` layout. Results are bit-exact with torch's x86 / fbgemm
 ``quantized::conv{1,2,3}d`` (stride, padding, dilation, groups, per-tensor and
 per-channel weights).
@@ -29,7 +30,8 @@ from jaxq.core.dtypes import qint8, quint8
 from jaxq.core.qtensor import QTensor
 from jaxq.nn.quantized import _utils
 from jaxq.nn.quantized._conv import (
-    PackedConvWeight, normalize_padding, normalize_tuple, pack_conv_weight, quantized_conv)
+    normalize_padding, normalize_tuple, pack_weight_for_rank, quantized_conv_any,
+    torch_weight_of)
 from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedWeight
 from jaxq.nn.quantized.linear import _kernel_and_bias
 
@@ -98,7 +100,7 @@ class _ConvNd(nnx.Module):
         self.padding_mode = padding_mode
         weight = QTensor(jnp.zeros((out_channels, in_channels // groups) + self.kernel_size,
                                    jnp.int8), 1.0, 0, qint8)
-        self._packed_params = QuantizedWeight(pack_conv_weight(weight, self.groups))
+        self._packed_params = QuantizedWeight(pack_weight_for_rank(weight, self.groups))
         self._bias = QuantizedBuffer(jnp.zeros((out_channels,), jnp.float32) if bias
                                      else None)
         self.scale = QuantizedBuffer(jnp.float32(1.0))
@@ -112,15 +114,15 @@ class _ConvNd(nnx.Module):
         x = _utils.require_per_tensor(x, self._op, dtypes=(quint8,))
         scale, zero_point = _utils.output_qparams(self.scale, self.zero_point, x.dtype,
                                                   self._op)
-        return quantized_conv(x, self._packed_params.get_value(), self._bias.get_value(),
-                              self.stride, self.padding, self.dilation, scale, zero_point,
-                              self._RELU, self._op)
+        return quantized_conv_any(x, self._packed_params.get_value(),
+                                  self._bias.get_value(), self.stride, self.padding,
+                                  self.dilation, scale, zero_point, self._RELU, self._op)
 
     forward = __call__
 
     def weight(self) -> QTensor:
         """The qint8 weight in torch's layout ``(out, in / groups, *kernel_size)``."""
-        return self._packed_params.get_value().torch_weight()
+        return torch_weight_of(self._packed_params.get_value())
 
     def bias(self) -> jax.Array | None:
         return self._bias.get_value()
@@ -131,8 +133,7 @@ class _ConvNd(nnx.Module):
         if tuple(w.shape) != expected:
             raise ValueError(f"weight must have shape {expected} (torch layout); got "
                              f"{tuple(w.shape)}")
-        packed: PackedConvWeight = pack_conv_weight(w, self.groups)
-        self._packed_params.set_value(packed)
+        self._packed_params.set_value(pack_weight_for_rank(w, self.groups))
         self._bias.set_value(None if b is None else jnp.asarray(b, jnp.float32))
 
     def _get_name(self) -> str:

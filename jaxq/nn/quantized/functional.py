@@ -44,8 +44,10 @@ from jaxq.core.dtypes import QuantDType, as_quant_dtype, qint8, quint8
 from jaxq.core.qtensor import QTensor, quantize_values_zero_point_first
 from jaxq.kernels import PackedWeight, pack_weight, quantized_matmul
 from jaxq.kernels.activation import fma_f32
+from jaxq import kernels
 from jaxq.nn.quantized._conv import (
-    PackedConvWeight, normalize_padding, normalize_tuple, pack_conv_weight, quantized_conv)
+    PackedConvWeight, normalize_padding, normalize_tuple, pack_weight_for_rank,
+    packed_groups, packed_spatial_dims, quantized_conv_any)
 from jaxq.nn.quantized._utils import output_qparams, require_per_tensor
 
 __all__ = [
@@ -180,16 +182,16 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, padding_mode, 
     if as_quant_dtype(dtype, "dtype") is not quint8:
         raise ValueError(f"{op}: only dtype=quint8 is supported (as torch); got {dtype!r}")
     x = _input(input, op)
-    if not isinstance(weight, PackedConvWeight):
-        weight = pack_conv_weight(weight, groups)
-    elif weight.spec.groups != groups:
+    if not isinstance(weight, (PackedConvWeight, kernels.PackedConvWeight)):
+        weight = pack_weight_for_rank(weight, groups)
+    elif packed_groups(weight) != groups:
         raise ValueError(f"{op}: groups={groups} disagrees with the packed weight "
-                         f"(groups={weight.spec.groups})")
-    if weight.spec.spatial_dims != n:
-        raise ValueError(f"{op}: weight has {weight.spec.spatial_dims} spatial dims; "
+                         f"(groups={packed_groups(weight)})")
+    if packed_spatial_dims(weight) != n:
+        raise ValueError(f"{op}: weight has {packed_spatial_dims(weight)} spatial dims; "
                          f"expected {n}")
     scale, zero_point = output_qparams(scale, zero_point, x.dtype, op)
-    return quantized_conv(x, weight, bias, normalize_tuple(stride, n, "stride"),
+    return quantized_conv_any(x, weight, bias, normalize_tuple(stride, n, "stride"),
                           normalize_padding(padding, n), normalize_tuple(dilation, n,
                                                                          "dilation"),
                           scale, zero_point, op=op)

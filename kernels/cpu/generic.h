@@ -38,7 +38,8 @@ inline void epilogue_row(const GemmArgs& g, int64_t m, int64_t n0, int64_t nc,
   if (g.zw) b = wrap_add(wrap_mul(static_cast<int32_t>(g.K), zx), wrap_mul(-1, g.row_sums[m]));
   int32_t corrected[kPanel];
   for (int64_t j = 0; j < nc; ++j) {
-    int32_t v = wrap_add(acc[j], wrap_mul(a, g.col_sums[n0 + j]));
+    int32_t v = wrap_add(acc[j], g.col_offset ? g.col_offset[n0 + j]
+                                              : wrap_mul(a, g.col_sums[n0 + j]));
     if (g.zw) v = wrap_add(v, wrap_mul(b, g.zw[(n0 + j) * g.zw_stride]));
     corrected[j] = v;
   }
@@ -152,6 +153,47 @@ inline void weight_only_generic(const WeightOnlyArgs& w, int64_t c0, int64_t c1)
         out[c] = y;
       }
     }
+  }
+}
+
+// Gathers output pixel m's patch in (kh, kw, c) order into dst (zero-padded to Kp);
+// returns the sum of the Kp bytes.
+inline int32_t im2col_row(const ConvGeometry& cg, int64_t m, int64_t kp, uint8_t* dst) {
+  const int64_t img = m / (cg.out_h * cg.out_w), pix = m % (cg.out_h * cg.out_w);
+  const int64_t oh = pix / cg.out_w, ow = pix % cg.out_w;
+  uint8_t* out = dst;
+  for (int64_t i = 0; i < cg.kh; ++i) {
+    const int64_t ih = oh * cg.sh - cg.pt + i * cg.dh;
+    for (int64_t j = 0; j < cg.kw; ++j, out += cg.c) {
+      const int64_t iw = ow * cg.sw - cg.pl + j * cg.dw;
+      if (ih < 0 || ih >= cg.h || iw < 0 || iw >= cg.w) {
+        std::memset(out, cg.pad, cg.c);
+      } else {
+        std::memcpy(out, cg.x + ((img * cg.h + ih) * cg.w + iw) * cg.c, cg.c);
+      }
+    }
+  }
+  const int64_t k = cg.kh * cg.kw * cg.c;
+  for (int64_t q = k; q < kp; ++q) dst[q] = 0;
+  int32_t sum = 0;
+  for (int64_t q = 0; q < k; ++q) sum += dst[q];
+  return sum;
+}
+
+// Rows [m0, m1) of a conv: im2col of up to 6 rows at a time, then the GEMM on them.
+inline void conv_rows_generic(const GemmArgs& base, const ConvGeometry& cg, int64_t m0,
+                              int64_t m1, uint8_t* scratch, int32_t* sums) {
+  const int64_t panels = (base.N + kPanel - 1) / kPanel;
+  for (int64_t m = m0; m < m1; m += 6) {
+    const int64_t mr = std::min<int64_t>(6, m1 - m);
+    for (int64_t r = 0; r < mr; ++r) sums[r] = im2col_row(cg, m + r, base.Kp, scratch + r * base.Kp);
+    GemmArgs g = base;
+    g.M = mr;
+    g.A = scratch;
+    g.lda = base.Kp;
+    g.row_sums = sums;
+    g.out = static_cast<uint8_t*>(base.out) + m * base.N * cg.out_elem;
+    gemm_generic(g, 0, mr, 0, panels);
   }
 }
 

@@ -55,6 +55,8 @@ std::atomic<int> g_isa{g_detected_isa};
 
 struct Kernels {
   void (*gemm)(const GemmArgs&, int64_t, int64_t, int64_t, int64_t);
+  void (*conv_rows)(const GemmArgs&, const ConvGeometry&, int64_t, int64_t, uint8_t*,
+                    int32_t*);
   void (*weight_only)(const WeightOnlyArgs&, int64_t, int64_t);
   void (*quantize_rows)(const QuantizeArgs&);
   void (*min_max)(const float*, int64_t, float*, float*);
@@ -62,9 +64,11 @@ struct Kernels {
 
 Kernels kernels() {
   if (g_isa.load(std::memory_order_relaxed) == kIsaAvx512Vnni) {
-    return {avx512::gemm, avx512::weight_only, avx512::quantize_rows, avx512::min_max};
+    return {avx512::gemm, avx512::conv_rows, avx512::weight_only, avx512::quantize_rows,
+            avx512::min_max};
   }
-  return {avx2::gemm, avx2::weight_only, avx2::quantize_rows, avx2::min_max};
+  return {avx2::gemm, avx2::conv_rows, avx2::weight_only, avx2::quantize_rows,
+          avx2::min_max};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -72,6 +76,17 @@ Kernels kernels() {
 // the job it saw); workers spin briefly between jobs, then sleep on a condition variable.
 // ---------------------------------------------------------------------------------------
 inline void cpu_relax() { __builtin_ia32_pause(); }
+
+// -zx * col_sums[n] (mod 2^32) for a uniform activation zero point.
+const int32_t* column_offsets(std::vector<int32_t>& buffer, const int32_t* col_sums, int64_t n,
+                              int32_t zx) {
+  buffer.resize(n);
+  for (int64_t j = 0; j < n; ++j) {
+    buffer[j] = static_cast<int32_t>(0u - static_cast<uint32_t>(zx) *
+                                              static_cast<uint32_t>(col_sums[j]));
+  }
+  return buffer.data();
+}
 
 class ThreadPool {
  public:
@@ -227,7 +242,7 @@ void choose_qparams(float min, float max, int32_t qmin, int32_t qmax, float* sca
 // Per-calling-thread scratch (the pool's workers only write through these pointers).
 struct Scratch {
   std::vector<uint8_t> a;
-  std::vector<int32_t> row_sums, zx_row;
+  std::vector<int32_t> row_sums, zx_row, col_offset;
   std::vector<float> sx_row, rq_mult, rq_bias, xpad, xsum;
 };
 thread_local Scratch t_scratch;
@@ -414,6 +429,8 @@ ffi::Error QGemmImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w
     g.qlo = static_cast<int32_t>(qlo);
     g.qhi = static_cast<int32_t>(qhi);
   }
+
+  if (!g.zx_row) g.col_offset = column_offsets(s.col_offset, g.col_sums, n, g.zx);
 
   // --- The GEMM: split the output columns when M is small, the rows otherwise.
   const int64_t panels = (n + kPanel - 1) / kPanel;
@@ -602,6 +619,7 @@ ffi::Error QConvImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w
   base.zw = need_row_sums ? w_zp.typed_data() : nullptr;
   base.zw_stride = wz == o ? 1 : 0;
   base.zx = zx;
+  base.col_offset = column_offsets(s.col_offset, base.col_sums, o, zx);
   base.sx = x_scale.typed_data()[0];
   base.sw = w_scale.typed_data();
   base.sw_stride = ws == o ? 1 : 0;
@@ -622,57 +640,41 @@ ffi::Error QConvImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w
     base.qlo = static_cast<int32_t>(qlo);
     base.qhi = static_cast<int32_t>(qhi);
   }
-  const size_t out_elem = out_kind == kOutInt32 || out_kind == kOutF32 ? 4 : 1;
-  uint8_t* out_base = static_cast<uint8_t*>(out->untyped_data());
+  ConvGeometry cg{};
   const uint8_t* xb = static_cast<const uint8_t*>(x.untyped_data());
-  const int64_t panels = (o + kPanel - 1) / kPanel;
-  constexpr int64_t kBlock = 96;  // output pixels per im2col block (a multiple of 6)
-  const int64_t blocks = (m + kBlock - 1) / kBlock;
-  const int tasks = static_cast<int>(std::min<int64_t>(blocks, tp.size() * 8));
+  if (flip) {  // int8 input: move it to the uint8 domain once
+    s.a.resize(batch * h * wd * c);
+    for (size_t i = 0; i < s.a.size(); ++i) s.a[i] = xb[i] ^ flip;
+    xb = s.a.data();
+  }
+  cg.x = xb;
+  cg.h = h;
+  cg.w = wd;
+  cg.c = c;
+  cg.kh = kh;
+  cg.kw = kw;
+  cg.sh = stride_h;
+  cg.sw = stride_w;
+  cg.pt = pad_t;
+  cg.pl = pad_l;
+  cg.dh = dil_h;
+  cg.dw = dil_w;
+  cg.out_h = out_h;
+  cg.out_w = out_w;
+  cg.pad = pad_byte;
+  cg.out_elem = out_kind == kOutInt32 || out_kind == kOutF32 ? 4 : 1;
+  base.M = m;
+  base.out = out->untyped_data();
+  // Split the output pixels over the pool in chunks of whole tiles.
+  const int tasks = static_cast<int>(std::min<int64_t>((m + 95) / 96, tp.size() * 8));
   tp.parallel_for(tasks, [&](int t) {
-    thread_local std::vector<uint8_t> a;
+    thread_local std::vector<uint8_t> scratch;
     thread_local std::vector<int32_t> sums;
-    a.resize(kBlock * kp);
-    sums.resize(kBlock);
+    scratch.resize(6 * kp);
+    sums.resize(6);
     int64_t b0, b1;
-    split(blocks, tasks, t, 1, &b0, &b1);
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t m0 = blk * kBlock, m1 = std::min(m, m0 + kBlock);
-      for (int64_t r = m0; r < m1; ++r) {
-        const int64_t img = r / (out_h * out_w), pix = r % (out_h * out_w);
-        const int64_t oh = pix / out_w, ow = pix % out_w;
-        uint8_t* dst = a.data() + (r - m0) * kp;
-        for (int64_t i = 0; i < kh; ++i) {
-          const int64_t ih = oh * stride_h - pad_t + i * dil_h;
-          for (int64_t j = 0; j < kw; ++j, dst += c) {
-            const int64_t iw = ow * stride_w - pad_l + j * dil_w;
-            if (ih < 0 || ih >= h || iw < 0 || iw >= wd) {
-              std::memset(dst, pad_byte, c);
-            } else {
-              const uint8_t* src = xb + ((img * h + ih) * wd + iw) * c;
-              if (flip) {
-                for (int64_t q = 0; q < c; ++q) dst[q] = src[q] ^ flip;
-              } else {
-                std::memcpy(dst, src, c);
-              }
-            }
-          }
-        }
-        for (int64_t q = k; q < kp; ++q) dst[q] = 0;
-        if (need_row_sums) {
-          const uint8_t* row = a.data() + (r - m0) * kp;
-          int32_t sum = 0;
-          for (int64_t q = 0; q < k; ++q) sum += row[q];
-          sums[r - m0] = sum;
-        }
-      }
-      GemmArgs g = base;
-      g.M = m1 - m0;
-      g.A = a.data();
-      g.row_sums = sums.data();
-      g.out = out_base + m0 * o * out_elem;
-      kern.gemm(g, 0, m1 - m0, 0, panels);
-    }
+    split(m, tasks, t, 6, &b0, &b1);
+    if (b0 < b1) kern.conv_rows(base, cg, b0, b1, scratch.data(), sums.data());
   });
   return ffi::Error::Success();
 }

@@ -39,6 +39,7 @@ struct GemmArgs {
   const int32_t* zx_row;    // per-row activation zero point (u8 domain) or nullptr
   int32_t zx;               // uniform activation zero point (u8 domain)
   const int32_t* row_sums;  // (M) sum_k A[m, k], needed when zw != nullptr
+  const int32_t* col_offset;  // (N) -zx * col_sums[n] precomputed (uniform zx), or nullptr
   // float output: y = fma(float(acc_c), sx * sw[n], bias[n]), relu
   const float* sx_row;
   float sx;
@@ -82,9 +83,19 @@ struct QuantizeArgs {
   int32_t* row_sums;  // nullptr to skip
 };
 
+// Geometry of a static conv (NHWC) whose output pixels are the rows of a GemmArgs.
+struct ConvGeometry {
+  const uint8_t* x;  // (N, H, W, C) in the uint8 domain (int8 input already xor 0x80)
+  int64_t h, w, c, kh, kw, sh, sw, pt, pl, dh, dw, out_h, out_w;
+  uint8_t pad;      // the activation zero point byte (the real 0)
+  size_t out_elem;  // bytes per output element
+};
+
 #define JAXQ_DECLARE_ISA(ns)                                                      \
   namespace ns {                                                                  \
   void gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1);  \
+  void conv_rows(const GemmArgs& g, const ConvGeometry& cg, int64_t m0, int64_t m1, \
+                 uint8_t* scratch, int32_t* sums);                                \
   void weight_only(const WeightOnlyArgs& w, int64_t c0, int64_t c1);             \
   void quantize_rows(const QuantizeArgs& q);                                     \
   void min_max(const float* x, int64_t n, float* mn, float* mx);                 \

@@ -11,6 +11,11 @@ void gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   gemm_generic(g, m0, m1, p0, p1);
 }
 
+void conv_rows(const GemmArgs& g, const ConvGeometry& cg, int64_t m0, int64_t m1,
+               uint8_t* scratch, int32_t* sums) {
+  conv_rows_generic(g, cg, m0, m1, scratch, sums);
+}
+
 void weight_only(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
   weight_only_generic(w, c0, c1);
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "generic.h"
 #include "jaxq_cpu.h"
@@ -28,6 +29,11 @@ inline __m512i broadcast_u8x4(const uint8_t* p) {
     const __m512i a##r = broadcast_u8x4(A + r * lda + 4 * k);                 \
     JAXQ_DP(r, 0) JAXQ_DP(r, 1) JAXQ_DP(r, 2) JAXQ_DP(r, 3)                   \
   }
+#define JAXQ_PROW(r)                                                          \
+  if constexpr (MR > r) {                                                     \
+    const __m512i a##r = broadcast_u8x4(P[r] + 4 * k);                         \
+    JAXQ_DP(r, 0) JAXQ_DP(r, 1) JAXQ_DP(r, 2) JAXQ_DP(r, 3)                   \
+  }
 #define JAXQ_STORE1(r, v) \
   if constexpr (NV > v) _mm512_storeu_si512(C + r * kPanel + 16 * v, c##r##v);
 #define JAXQ_STORE(r) \
@@ -49,6 +55,30 @@ void tile(const uint8_t* A, int64_t lda, const int8_t* panel, int64_t k4, int32_
   }
   JAXQ_STORE(0) JAXQ_STORE(1) JAXQ_STORE(2) JAXQ_STORE(3) JAXQ_STORE(4) JAXQ_STORE(5)
 }
+// The same tile over a list of K segments (implicit-GEMM conv: one segment per kernel tap);
+// row r of segment s starts at ptrs[s * MR + r], and the packed panel runs on across
+// segments.
+template <int MR, int NV>
+void tile_ptrs(const uint8_t* const* ptrs, int nseg, int64_t seg_k4, const int8_t* panel,
+               int32_t* C) {
+  const __m512i z = _mm512_setzero_si512();
+  __m512i c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+  __m512i c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
+  __m512i c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
+  const int8_t* b = panel;
+  for (int s = 0; s < nseg; ++s) {
+    const uint8_t* const* P = ptrs + s * MR;
+    for (int64_t k = 0; k < seg_k4; ++k, b += NV * 64) {
+      const __m512i b0 = _mm512_loadu_si512(b);
+      const __m512i b1 = NV > 1 ? _mm512_loadu_si512(b + 64) : z;
+      const __m512i b2 = NV > 2 ? _mm512_loadu_si512(b + 128) : z;
+      const __m512i b3 = NV > 3 ? _mm512_loadu_si512(b + 192) : z;
+      JAXQ_PROW(0) JAXQ_PROW(1) JAXQ_PROW(2) JAXQ_PROW(3) JAXQ_PROW(4) JAXQ_PROW(5)
+    }
+  }
+  JAXQ_STORE(0) JAXQ_STORE(1) JAXQ_STORE(2) JAXQ_STORE(3) JAXQ_STORE(4) JAXQ_STORE(5)
+}
+#undef JAXQ_PROW
 #undef JAXQ_DP
 #undef JAXQ_ROW
 #undef JAXQ_STORE1
@@ -86,6 +116,29 @@ void tile_row(const uint8_t* A, int64_t, const int8_t* panel, int64_t k4, int32_
 #undef JAXQ_SET
 #undef JAXQ_SUM
 
+using SegTileFn = void (*)(const uint8_t* const*, int, int64_t, const int8_t*, int32_t*);
+
+template <int NV>
+SegTileFn pick_seg_mr(int mr) {
+  switch (mr) {
+    case 1: return tile_ptrs<1, NV>;
+    case 2: return tile_ptrs<2, NV>;
+    case 3: return tile_ptrs<3, NV>;
+    case 4: return tile_ptrs<4, NV>;
+    case 5: return tile_ptrs<5, NV>;
+    default: return tile_ptrs<6, NV>;
+  }
+}
+
+SegTileFn pick_seg(int mr, int nv) {
+  switch (nv) {
+    case 1: return pick_seg_mr<1>(mr);
+    case 2: return pick_seg_mr<2>(mr);
+    case 3: return pick_seg_mr<3>(mr);
+    default: return pick_seg_mr<4>(mr);
+  }
+}
+
 inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
@@ -103,7 +156,12 @@ void epilogue_row_avx512(const GemmArgs& g, int64_t m, int64_t n0, int64_t nc,
   for (int64_t j = 0; j < nc; j += 16) {
     const __mmask16 mask = tail_mask(nc - j);
     __m512i v = _mm512_loadu_si512(acc + j);
-    v = _mm512_add_epi32(v, _mm512_mullo_epi32(va, _mm512_maskz_loadu_epi32(mask, g.col_sums + n0 + j)));
+    if (g.col_offset) {
+      v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(mask, g.col_offset + n0 + j));
+    } else {
+      v = _mm512_add_epi32(
+          v, _mm512_mullo_epi32(va, _mm512_maskz_loadu_epi32(mask, g.col_sums + n0 + j)));
+    }
     if (g.zw) {
       const __m512i zw = g.zw_stride ? _mm512_maskz_loadu_epi32(mask, g.zw + n0 + j)
                                      : _mm512_set1_epi32(g.zw[0]);
@@ -188,6 +246,63 @@ void gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   }
 }
 
+// Conv rows [m0, m1) in tiles of 6 output pixels, read in place (implicit GEMM): row r of
+// tap (i, j) points into the input, or at a row of zero-point bytes where the window
+// leaves the image. With zero points on the weight (row sums needed) or C % 4 != 0 the
+// tile is gathered into `scratch` (im2col) instead.
+void conv_rows(const GemmArgs& base, const ConvGeometry& cg, int64_t m0, int64_t m1,
+               uint8_t* scratch, int32_t* sums) {
+  const int64_t panels = (base.N + kPanel - 1) / kPanel;
+  const int64_t taps = cg.kh * cg.kw;
+  const bool in_place = base.zw == nullptr && cg.c % 4 == 0;
+  thread_local std::vector<const uint8_t*> ptrs;
+  thread_local std::vector<uint8_t> pad_row;
+  if (in_place) {
+    ptrs.resize(taps * kMR);
+    pad_row.assign(cg.c, cg.pad);
+  }
+  alignas(64) int32_t C[kMR * kPanel];
+  const int64_t plane = cg.out_h * cg.out_w;
+  for (int64_t m = m0; m < m1; m += kMR) {
+    const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
+    GemmArgs g = base;
+    g.M = mr;
+    g.out = static_cast<uint8_t*>(base.out) + m * base.N * cg.out_elem;
+    if (in_place) {
+      for (int r = 0; r < mr; ++r) {
+        const int64_t img = (m + r) / plane, pix = (m + r) % plane;
+        const int64_t ih0 = (pix / cg.out_w) * cg.sh - cg.pt;
+        const int64_t iw0 = (pix % cg.out_w) * cg.sw - cg.pl;
+        for (int64_t i = 0; i < cg.kh; ++i) {
+          const int64_t ih = ih0 + i * cg.dh;
+          for (int64_t j = 0; j < cg.kw; ++j) {
+            const int64_t iw = iw0 + j * cg.dw;
+            const bool inside = ih >= 0 && ih < cg.h && iw >= 0 && iw < cg.w;
+            ptrs[(i * cg.kw + j) * mr + r] =
+                inside ? cg.x + ((img * cg.h + ih) * cg.w + iw) * cg.c : pad_row.data();
+          }
+        }
+      }
+    } else {
+      for (int r = 0; r < mr; ++r) sums[r] = im2col_row(cg, m + r, base.Kp, scratch + r * base.Kp);
+      g.row_sums = sums;
+    }
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t wp = panel_width(base, p);
+      const int nv = static_cast<int>(wp / 16);
+      const int8_t* panel = base.B + kPanel * p * base.Kp;
+      const int64_t n0 = kPanel * p;
+      const int64_t nc = std::min<int64_t>(kPanel, base.N - n0);
+      if (in_place) {
+        pick_seg(mr, nv)(ptrs.data(), static_cast<int>(taps), cg.c / 4, panel, C);
+      } else {
+        pick(mr, nv)(scratch, base.Kp, panel, base.Kp / 4, C);
+      }
+      for (int r = 0; r < mr; ++r) epilogue_row_avx512(g, r, n0, nc, C + r * kPanel);
+    }
+  }
+}
+
 namespace {
 
 // Dot products of one row of x with the (up to) 64 columns of one panel. Lane (4c + t)
@@ -259,13 +374,16 @@ void weight_only_int8(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
   if constexpr (NB > v) {                                                        \
     const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(                  \
         reinterpret_cast<const __m128i*>(B + (block0 + v) * half_k * 16 + j * 16))); \
-    lo##v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_mask)), xa, lo##v); \
-    hi##v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)), xb, hi##v); \
+    lo##v = _mm512_fmadd_ps(_mm512_permutexvar_ps(bytes, values), xa, lo##v);   \
+    hi##v = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), values), xb, \
+                            hi##v);                                              \
   }
 template <int NB>
 void group_int4(const float* x, const int8_t* B, int64_t half_k, int64_t block0, int64_t j0,
                 int64_t j1, __m512* part) {
-  const __m512i low_mask = _mm512_set1_epi32(15);
+  // Nibble -> float by table lookup: VPERMPS reads only the low 4 bits of each index,
+  // so the low nibble needs no mask and no int->float conversion.
+  const __m512 values = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512 z = _mm512_setzero_ps();
   __m512 lo0 = z, lo1 = z, lo2 = z, lo3 = z, hi0 = z, hi1 = z, hi2 = z, hi3 = z;
   for (int64_t j = j0; j < j1; ++j) {

@@ -21,6 +21,13 @@ SHAPES = [(5,), (3, 4), (2, 3, 5), (2, 1, 3, 3)]
 INT_ZP_CHANNEL_DTYPES = ["quint8", "qint8", "qint32"]
 FLOAT_ZP_CHANNEL_DTYPES = ["quint8", "qint8", "quint4x2", "quint2x4"]
 CHANNEL_CASES = [(shape, axis) for shape in SHAPES for axis in range(len(shape))]
+# The full method matrix compiles a few thousand small programs; the default run keeps
+# one representative case per dtype, ``-m slow`` runs every shape and axis.
+FAST_SHAPE, FAST_CHANNEL_CASE = (3, 4), ((2, 3, 5), 1)
+
+
+def _slow_unless(condition, *values):
+    return pytest.param(*values, marks=() if condition else pytest.mark.slow)
 
 
 def _range(name):
@@ -354,7 +361,7 @@ def _check_method(method, jq, make_tq, jo, to, x):
 
 
 @pytest.mark.parametrize("name", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", [_slow_unless(s == FAST_SHAPE, s) for s in SHAPES])
 def test_methods_per_tensor(rng, name, shape):
     x, jq, tq = _per_tensor_pair(rng, name, shape)
     _, jo, to = _per_tensor_pair(rng, name, shape)
@@ -380,7 +387,8 @@ def _breaks_channels(method, shape, axis):
 
 @pytest.mark.parametrize("name,float_zp", [(n, False) for n in INT_ZP_CHANNEL_DTYPES]
                          + [(n, True) for n in FLOAT_ZP_CHANNEL_DTYPES])
-@pytest.mark.parametrize("shape,axis", CHANNEL_CASES)
+@pytest.mark.parametrize("shape,axis", [_slow_unless(case == FAST_CHANNEL_CASE, *case)
+                                        for case in CHANNEL_CASES])
 def test_methods_per_channel(rng, name, float_zp, shape, axis):
     x, jq, tq = _per_channel_pair(rng, name, shape, axis, float_zp)
     _, jo, to = _per_channel_pair(rng, name, shape, axis, float_zp)

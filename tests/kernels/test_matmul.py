@@ -48,11 +48,10 @@ def _exact_acc(xq, zx, wq, zw):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("per_channel", [False, True])
-def test_dynamic_matches_torch_linear_dynamic(rng, backend, shape, per_channel):
-    m, k, n = shape
-    relu = (m + per_channel) % 2 == 1
+@pytest.mark.parametrize("case", range(len(SHAPES)))
+def test_dynamic_matches_torch_linear_dynamic(rng, backend, case):
+    m, k, n = SHAPES[case]
+    per_channel, relu = case % 2 == 0, case in (1, 2)
     x = (rng.standard_normal((m, k)) * rng.uniform(0.2, 3) + rng.uniform(-1, 1)
          ).astype(np.float32)
     values, scale, zp, wq = torch_ref.random_int_weight(rng, n, k, per_channel)
@@ -79,11 +78,11 @@ def test_dynamic_without_bias_and_edge_ranges(rng, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("per_channel,affine", [(False, False), (True, True), (False, True)])
-def test_static_requantized_matches_torch_linear(rng, backend, shape, per_channel, affine):
-    m, k, n = shape
-    relu = (m + affine) % 2 == 0
+@pytest.mark.parametrize("case", range(len(SHAPES) + 1))
+def test_static_requantized_matches_torch_linear(rng, backend, case):
+    m, k, n = SHAPES[case % len(SHAPES)]
+    per_channel, affine = [(False, False), (True, True), (False, True)][case % 3]
+    relu = case % 2 == 0
     xq = rng.integers(0, 256, (m, k)).astype(np.uint8)
     x_scale, x_zp = np.float32(rng.uniform(0.01, 0.05)), np.int32(rng.integers(0, 256))
     values, scale, zp, wq = torch_ref.random_int_weight(rng, n, k, per_channel, affine)
@@ -99,9 +98,9 @@ def test_static_requantized_matches_torch_linear(rng, backend, shape, per_channe
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("x_dtype", [np.uint8, np.int8])
-@pytest.mark.parametrize("per_token,affine", [(False, False), (True, True), (False, True)])
-@pytest.mark.parametrize("shape", [(1, 131, 67), (33, 256, 130)])
+@pytest.mark.parametrize("x_dtype,per_token,affine,shape", [
+    (np.uint8, False, False, (1, 131, 67)), (np.int8, True, True, (33, 256, 130)),
+    (np.uint8, True, True, (1, 131, 67)), (np.int8, False, True, (33, 256, 130))])
 def test_int32_accumulators_are_exact(rng, backend, x_dtype, per_token, affine, shape):
     m, k, n = shape
     info = np.iinfo(x_dtype)
@@ -172,11 +171,11 @@ def _weight_only_reference(x, values, scale, zp, group):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("m", [1, 5])
-@pytest.mark.parametrize("bits,group", [(8, None), (8, 32), (4, 32), (4, 64), (4, None)])
-def test_weight_only(rng, backend, m, bits, group):
+@pytest.mark.parametrize("m,bits,group,signed", [
+    (1, 8, None, True), (5, 8, None, False), (3, 8, 32, True), (1, 4, 32, False),
+    (5, 4, 64, True), (1, 4, None, True)])
+def test_weight_only(rng, backend, m, bits, group, signed):
     n, k = 70, 192
-    signed = (m + bits + (group or 0)) % 2 == 0
     lo, hi = {(8, True): (-128, 127), (8, False): (0, 255), (4, True): (-8, 7),
               (4, False): (0, 15)}[(bits, signed)]
     values = rng.integers(lo, hi + 1, (n, k)).astype(np.int8 if signed else np.uint8)

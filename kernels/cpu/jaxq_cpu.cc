@@ -122,7 +122,14 @@ class ThreadPool {
     if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
     run_tasks();
     const int workers = static_cast<int>(workers_.size());
-    while (finished_.load(std::memory_order_acquire) < workers) cpu_relax();
+    // Spin briefly, then yield: on an oversubscribed machine the worker may be descheduled.
+    for (int spins = 0; finished_.load(std::memory_order_acquire) < workers; ++spins) {
+      if (spins < 4096) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
     busy_.store(false, std::memory_order_release);
   }
 
@@ -157,7 +164,7 @@ class ThreadPool {
     }
   }
 
-  static constexpr int kSpins = 1 << 17;  // ~0.2-0.5 ms of PAUSE before sleeping
+  static constexpr int kSpins = 1 << 14;  // ~0.1-0.4 ms of PAUSE before sleeping
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> next_{0}, finished_{0}, sleepers_{0};

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxq.core.dtypes import QuantDType, as_quant_dtype
+from jaxq.core.float_arithmetic import separately_rounded
 from jaxq.core.granularity import MappingType, ZeroPointDomain, check_block_size
 from jaxq.core.ranges import quant_range
 
@@ -314,21 +315,9 @@ def _blocked(input, block_size, scale, zero_point):
     return input.reshape(view_shape), scale, zero_point
 
 
-def _rounded_product(a, b):
-    """``a * b`` rounded on its own even when an addition follows.
-
-    Under jit XLA fuses ``a * b + c`` into one loop and LLVM contracts it into a fused
-    multiply-add (one rounding); torchao, eager, rounds the product first. An identity
-    select between the two (NaN -> NaN) hides the product from the contraction, which
-    an optimization barrier does not (XLA removes barriers before code generation).
-    """
-    product = a * b
-    return jnp.where(jnp.isnan(product), jnp.asarray(jnp.nan, product.dtype), product)
-
-
 def _tinygemm_min_val(scale, zero_point, qmin, qmax):
     mid_point = (qmax + qmin + 1) / 2
-    return zero_point - _rounded_product(scale, jnp.asarray(mid_point, scale.dtype))
+    return zero_point - separately_rounded(scale * jnp.asarray(mid_point, scale.dtype))
 
 
 def _tinygemm_unclamped(x, scale, zero_point, qmin, qmax):
@@ -349,7 +338,7 @@ def _dequantize_blocks(q, scale, zero_point, qmin, qmax, domain, output_dtype):
         # keep output_dtype after each step).
         mid_point = (qmax + qmin + 1) / 2
         value = (q.astype(jnp.float32) - mid_point).astype(output_dtype)
-        value = _rounded_product(value, scale).astype(output_dtype)
+        value = separately_rounded(value * scale).astype(output_dtype)
         return (value + zero_point).astype(output_dtype)
     return dequantize_values(q, scale, zero_point, output_dtype)
 

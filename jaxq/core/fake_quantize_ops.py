@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxq.core.float_arithmetic import fma_f32, two_product, two_sum
 from jaxq.core.affine import (
     _FLOAT_INPUTS,
     _is_concrete,
@@ -179,42 +180,6 @@ def _zero_cotangent(value: jax.Array):
 # ---------------------------------------------------------------------------
 # Exact ``float32((q - zp) * s)`` as torch's per-channel kernel computes it (in double).
 # ---------------------------------------------------------------------------
-def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``a + b = total + error`` exactly (Knuth); additions only, so FMA-safe."""
-    total = a + b
-    b_virtual = total - a
-    error = (a - (total - b_virtual)) + (b - b_virtual)
-    return total, error
-
-
-def _split(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``a = high + low`` with 12 significant bits each (by masking, FMA-safe)."""
-    bits = jax.lax.bitcast_convert_type(a, jnp.uint32)
-    high = jax.lax.bitcast_convert_type(bits & jnp.uint32(0xFFFFF000), jnp.float32)
-    return high, a - high
-
-
-def _two_product(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``a * b = product + error`` exactly (Dekker); the partial products are exact."""
-    product = a * b
-    a_high, a_low = _split(a)
-    b_high, b_low = _split(b)
-    error = ((a_high * b_high - product) + a_high * b_low + a_low * b_high) + a_low * b_low
-    return product, error
-
-
-def _fused_multiply_add(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
-    """``a * b + c`` rounded once, as the FMA instruction torch's x86 kernels use.
-
-    torch's float-qparams and LSQ kernels compute ``zp + x * inv_scale`` and the
-    compiler contracts it into one fused multiply-add; XLA has no FMA operation and
-    contracts only inside fused jitted code, so the exact product is formed explicitly.
-    """
-    product, product_error = _two_product(a, b)
-    total, total_error = _two_sum(product, c)
-    return total + (total_error + product_error)
-
-
 def _scaled_difference(q: jax.Array, zero_point: jax.Array, scale: jax.Array
                        ) -> jax.Array:
     """float32 rounding of the exact ``(q - zero_point) * scale``.
@@ -224,8 +189,8 @@ def _scaled_difference(q: jax.Array, zero_point: jax.Array, scale: jax.Array
     evaluation differs from it in ~25% of elements. Error-free transformations give
     the same single rounding in float32 arithmetic.
     """
-    difference, difference_error = _two_sum(q, -zero_point)
-    product, product_error = _two_product(difference, scale)
+    difference, difference_error = two_sum(q, -zero_point)
+    product, product_error = two_product(difference, scale)
     return product + (product_error + difference_error * scale)
 
 
@@ -324,7 +289,7 @@ def _per_channel_forward(x, scale, zero_point, axis, quant_min, quant_max):
         # float qparams: torch rounds ``zp + x * (1/s)`` (zp added before rounding).
         zero_point = _along_axis(zero_point.astype(jnp.float32), axis, x.ndim)
         inverse = 1.0 / scale
-        unclamped = jnp.round(_fused_multiply_add(x.astype(jnp.float32), inverse,
+        unclamped = jnp.round(fma_f32(x.astype(jnp.float32), inverse,
                                                   zero_point))
     else:
         zero_point = _along_axis(zero_point.astype(jnp.float32), axis, x.ndim)
@@ -429,7 +394,7 @@ def _lsq_gradients(x, dy, scale, zero_point, quant_min, quant_max, grad_factor):
     dy = dy.astype(jnp.float32)
     inverse = 1.0 / scale
     # torch: nearbyint(zp + x * inv) cast to int64 (zp added before rounding).
-    xq = jnp.round(_fused_multiply_add(x, inverse, zero_point))
+    xq = jnp.round(fma_f32(x, inverse, zero_point))
     valid = xq < _INT64_LIMIT  # False for NaN, +-inf and int64 overflow: INT64_MIN.
     below = ~valid | (xq < quant_min)
     above = valid & (xq > quant_max)
@@ -437,7 +402,7 @@ def _lsq_gradients(x, dy, scale, zero_point, quant_min, quant_max, grad_factor):
     dx = dy * inside.astype(jnp.float32)
     # torch: xfq = (clamp(xq) - zp) * s; dscale = dy * (xfq - x) * inv; the compiler
     # fuses ``xfq - x`` into one FMA, so the error ``xfq - x`` is rounded once.
-    fake_minus_x = _fused_multiply_add(jnp.clip(xq, quant_min, quant_max) - zero_point,
+    fake_minus_x = fma_f32(jnp.clip(xq, quant_min, quant_max) - zero_point,
                                        scale, -x)
     d_scale_outside = dy * jnp.where(below, quant_min - zero_point,
                                      quant_max - zero_point)

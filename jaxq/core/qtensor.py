@@ -54,6 +54,7 @@ import numpy as np
 
 from jaxq.core import packing
 from jaxq.core.affine import check_scale, check_zero_point, dequantize_values, quantize_values
+from jaxq.core.float_arithmetic import fma_f32, separately_rounded
 from jaxq.core.dtypes import QuantDType, as_quant_dtype, qint32, qint8, quint2x4, quint4x2, quint8
 from jaxq.core.qscheme import QScheme, as_qscheme
 from jaxq.core.qtensor_methods import QTensorMethods, ValuesIndices
@@ -63,7 +64,6 @@ __all__ = ["QTensor", "ValuesIndices", "quantize_per_tensor", "quantize_per_chan
 
 QUANTIZED_DTYPES = (quint8, qint8, qint32, quint4x2, quint2x4)
 _ACCEPTED_INPUTS = (jnp.float32, jnp.float16, jnp.bfloat16)
-_LOWEST_FLOAT32 = float(np.finfo(np.float32).min)
 
 
 def _is_concrete(value: Any) -> bool:
@@ -85,20 +85,18 @@ def quantize_values_zero_point_first(x: jax.Array, scale: jax.Array, zero_point:
     """
     x = jnp.asarray(x).astype(jnp.float32)
     inverse = 1.0 / jnp.asarray(scale).astype(jnp.float32)
-    # The max is a no-op except -inf -> lowest float (the clamp sends both to qmin);
-    # it keeps XLA from contracting multiply and add into one FMA, which would round
-    # once where torch rounds twice.
-    product = jnp.maximum(x * inverse, _LOWEST_FLOAT32)
+    # torch rounds the product before adding the zero point; keep XLA from fusing them.
+    product = separately_rounded(x * inverse)
     q = jnp.round(product + jnp.asarray(zero_point).astype(jnp.float32))
     return jnp.where(jnp.isnan(q), jnp.float32(quant_min), jnp.clip(q, quant_min, quant_max))
 
 
 def _quantize_values_fused(x, scale, zero_point, quant_min, quant_max):
-    # torch.quantize_per_tensor quint8/qint8 (fbgemm): rint(fma(x, 1/s, zp)). XLA
-    # contracts this multiply-add into one FMA on CPU and GPU.
+    # torch.quantize_per_tensor quint8/qint8 (fbgemm): rint(fma(x, 1/s, zp)), one
+    # rounding, computed exactly rather than left to XLA's (unreliable) contraction.
     x = x.astype(jnp.float32)
     inverse = 1.0 / scale.astype(jnp.float32)
-    q = jnp.round(x * inverse + zero_point.astype(jnp.float32))
+    q = jnp.round(fma_f32(x, inverse, zero_point.astype(jnp.float32)))
     return jnp.where(jnp.isnan(q), jnp.float32(quant_min), jnp.clip(q, quant_min, quant_max))
 
 

@@ -49,6 +49,7 @@ import numpy as np
 
 from jaxq.core import packing
 from jaxq.core.affine import exact_divide
+from jaxq.core.float_arithmetic import separately_rounded
 from jaxq.core.qscheme import QScheme
 
 _KEEP = object()
@@ -498,9 +499,9 @@ class QTensorMethods:
             total = jnp.sum(values.astype(jnp.int32), axis=dims, keepdims=keepdim)
             mean = jnp.round(exact_divide(total.astype(jnp.float32), count))
             return self._new(mean.astype(self.dtype.storage_dtype))
-        # torch sums the materialized dequantized values; the max (a no-op on finite
-        # values) keeps XLA from fusing (q - zp) * s + acc into an FMA inside the sum.
-        dequantized = jnp.maximum(self.dequantize(), float(np.finfo(np.float32).min))
+        # torch sums the materialized dequantized values: keep XLA from fusing
+        # (q - zp) * s + acc into an FMA inside the sum.
+        dequantized = separately_rounded(self.dequantize())
         # Over several non-trailing dimensions XLA's summation order can differ from
         # torch's, and the requantized mean by 1 where it sits on a rounding tie.
         total = jnp.sum(dequantized, axis=dims, keepdims=keepdim)

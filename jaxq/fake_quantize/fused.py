@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxq.core.affine import exact_divide
-from jaxq.core.fake_quantize_ops import _two_product, _two_sum
+from jaxq.core.float_arithmetic import separately_rounded, two_product, two_sum
 from jaxq.fake_quantize.base import branch
 from jaxq.fake_quantize.fake_quantize import FakeQuantize, FakeQuantizeCore
 from jaxq.observer.base import as_observed_input, is_concrete
@@ -55,16 +55,11 @@ __all__ = ["choose_quantization_params", "FusedFakeQuantizeCore",
 SMALL_SCALE_THRESHOLD = np.float32(6.1e-5)
 
 
-def _uncontracted_sum(a: jax.Array, product: jax.Array) -> jax.Array:
-    # A second use of the product stops XLA/LLVM from fusing `a + product` into an FMA.
-    return jnp.where(jnp.isnan(product), product, a + product)
-
-
 def _difference_over(high: jax.Array, low: jax.Array, divisor: int) -> jax.Array:
     """float32 of the exact ``(high - low) / divisor`` (torch computes it in double)."""
-    difference, difference_error = _two_sum(high, -low)
+    difference, difference_error = two_sum(high, -low)
     quotient = exact_divide(difference, float(divisor))
-    product, product_error = _two_product(quotient, jnp.full_like(quotient, divisor))
+    product, product_error = two_product(quotient, jnp.full_like(quotient, divisor))
     remainder = ((difference - product) - product_error) + difference_error
     refined = quotient + exact_divide(remainder, float(divisor))
     # Infinite statistics: the error terms are NaN; torch's double quotient is inf.
@@ -145,7 +140,7 @@ class FusedFakeQuantizeCore(FakeQuantizeCore):
 
     def _moving_average(self, running, batch):
         c = jnp.float32(self.averaging_constant)
-        averaged = _uncontracted_sum(running, c * (batch - running))
+        averaged = running + separately_rounded(c * (batch - running))
         return jnp.where(jnp.isinf(running), batch, averaged)
 
     def observe_fused(self, observer_state, x):

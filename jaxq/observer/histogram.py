@@ -39,7 +39,8 @@ scales and zero points are bit-equal to torch's in the tests:
   (about 48 bits), which decides every comparison as float64 does unless a cumulative
   count lies within ``2**-46`` (relative) of a threshold.
 * XLA contracts ``a * b + c`` into a fused multiply-add on CPU; where torch rounds the
-  product first, jaxq puts a select between the two (:func:`_rounded`), and scalar
+  product first, jaxq puts a select between the two
+  (:func:`~jaxq.core.float_arithmetic.separately_rounded`), and scalar
   divisions use :func:`jaxq.core.affine.exact_divide`.
 * ``torch.bincount`` with weights sums each new bin's sub-bins left to right in
   float32; XLA's scatter-add on CPU does the same.
@@ -76,6 +77,7 @@ from jax import lax
 
 from jaxq.core.affine import exact_divide
 from jaxq.core.dtypes import quint8
+from jaxq.core.float_arithmetic import fma_f32, separately_rounded, two_product, two_sum
 from jaxq.core.qscheme import as_qscheme, per_tensor_affine
 from jaxq.observer.base import (
     FLOAT32_EPS,
@@ -103,55 +105,9 @@ _SCATTER_MIN_SIZE = 1 << 16
 # ---------------------------------------------------------------------------
 # Float helpers: rounding as torch rounds, and error-free transformations.
 # ---------------------------------------------------------------------------
-def _rounded(product: jax.Array) -> jax.Array:
-    """``product`` rounded to float32 on its own.
-
-    XLA's CPU backend fuses ``a * b + c`` into one fused multiply-add (a single
-    rounding); torch rounds the product first. A select on the product keeps LLVM from
-    contracting it (an optimization barrier does not).
-    """
-    return jnp.where(product == product, product, jnp.float32(jnp.nan))
-
-
-def _split(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Veltkamp split of float32 ``x`` into two halves of at most 12 bits each."""
-    scaled = _rounded(x * jnp.float32(4097.0))
-    high = scaled - _rounded(scaled - x)
-    return high, x - high
-
-
-def _two_product(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(p, e)`` with ``p = fl(a * b)`` and ``p + e == a * b`` exactly (Dekker)."""
-    product = _rounded(a * b)
-    a_high, a_low = _split(a)
-    b_high, b_low = _split(b)
-    # The partial products are exact, so fusing them into FMAs changes nothing.
-    error = ((a_high * b_high - product) + a_high * b_low + a_low * b_high) + a_low * b_low
-    return product, error
-
-
-def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e == a + b`` exactly (Knuth)."""
-    total = a + b
-    b_part = total - a
-    return total, (a - (total - b_part)) + (b - b_part)
-
-
-def _fma(a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
-    """``a * b + c`` with one rounding (what torch's compiler emits for linspace).
-
-    The exact product and sum are carried in float32 pairs and rounded once at the
-    end; this equals a hardware FMA except when the pair's tail sits exactly on a
-    float32 rounding tie, which the float32 inputs of torch's linspace do not hit.
-    """
-    product, product_error = _two_product(a, b)
-    total, total_error = _two_sum(c, product)
-    return total + (total_error + product_error)
-
-
 def _pair_add(high, low, other_high, other_low):
     """Float32-pair addition (a double-float stand-in for a float64 add)."""
-    total, error = _two_sum(high, other_high)
+    total, error = two_sum(high, other_high)
     error = error + (low + other_low)
     new_high = total + error
     return new_high, error - (new_high - total)
@@ -289,8 +245,8 @@ def torch_linspace(start: jax.Array, end: jax.Array, steps: int) -> jax.Array:
     step = exact_divide(end - start, jnp.float32(steps - 1))
     index = np.arange(steps)
     halfway = steps // 2
-    lower = _fma(step, jnp.asarray(index, jnp.float32), start)
-    upper = _fma(-step, jnp.asarray(steps - 1 - index, jnp.float32), end)
+    lower = fma_f32(step, jnp.asarray(index, jnp.float32), start)
+    upper = fma_f32(-step, jnp.asarray(steps - 1 - index, jnp.float32), end)
     return jnp.where(index < halfway, lower, upper)
 
 
@@ -443,8 +399,8 @@ def _search_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _scaled_pair(fraction: jax.Array, total: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``fraction * total`` as a float32 pair; ``fraction`` is a float32 triple."""
-    high, error = _two_product(fraction[0], total)
-    middle, middle_error = _two_product(fraction[1], total)
+    high, error = two_product(fraction[0], total)
+    middle, middle_error = two_product(fraction[1], total)
     tail = error + (middle + (middle_error + fraction[2] * total))
     new_high = high + tail
     return new_high, tail - (new_high - high)
@@ -474,8 +430,8 @@ def _floor_divide(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def _cube_difference(end, begin):
     """``(end**3 - begin**3) / 3`` with torch's roundings."""
-    end_cubed = _rounded(_rounded(end * end) * end)
-    begin_cubed = _rounded(_rounded(begin * begin) * begin)
+    end_cubed = separately_rounded(separately_rounded(end * end) * end)
+    begin_cubed = separately_rounded(separately_rounded(begin * begin) * begin)
     return exact_divide(end_cubed - begin_cubed, jnp.float32(3.0))
 
 
@@ -485,7 +441,7 @@ def _float32_of_width(difference, low_difference, numerator: int, denominator: i
     ``difference + low_difference`` is the exact ``max - min``; ``denominator`` is a
     power of two (exact scaling), ``numerator`` an integer below 2**24.
     """
-    high, error = _two_product(difference, jnp.asarray(numerator, jnp.float32))
+    high, error = two_product(difference, jnp.asarray(numerator, jnp.float32))
     rounded = high + (error + low_difference * jnp.asarray(numerator, jnp.float32))
     return exact_divide(rounded, jnp.float32(denominator))
 
@@ -498,19 +454,20 @@ def _quantization_error(histogram, difference, low_difference, start_bin, end_bi
     dst_bin_width = _float32_of_width(difference, low_difference, count, bins * dst_nbins)
     half_dst = exact_divide(dst_bin_width, jnp.float32(2.0))
     src_bin = jnp.arange(bins, dtype=jnp.int32)
-    src_bin_begin = _rounded((src_bin - start_bin).astype(jnp.float32) * bin_width)
+    src_bin_begin = separately_rounded((src_bin - start_bin).astype(jnp.float32) * bin_width)
     src_bin_end = src_bin_begin + bin_width
     last = jnp.float32(dst_nbins - 1)
     dst_of_begin = jnp.clip(_floor_divide(src_bin_begin, dst_bin_width), 0.0, last)
-    dst_of_begin_center = _rounded((dst_of_begin + 0.5) * dst_bin_width)
+    dst_of_begin_center = separately_rounded((dst_of_begin + 0.5) * dst_bin_width)
     dst_of_end = jnp.clip(_floor_divide(src_bin_end, dst_bin_width), 0.0, last)
     density = exact_divide(histogram, bin_width)
 
-    norm = _rounded(density * _cube_difference(half_dst, src_bin_begin - dst_of_begin_center))
-    inner = _rounded(density * _cube_difference(half_dst, -half_dst))
-    norm = norm + _rounded((dst_of_end - dst_of_begin - 1.0) * inner)
-    dst_of_end_center = _rounded(dst_of_end * dst_bin_width) + half_dst
-    norm = norm + _rounded(density * _cube_difference(src_bin_end - dst_of_end_center,
+    norm = separately_rounded(
+        density * _cube_difference(half_dst, src_bin_begin - dst_of_begin_center))
+    inner = separately_rounded(density * _cube_difference(half_dst, -half_dst))
+    norm = norm + separately_rounded((dst_of_end - dst_of_begin - 1.0) * inner)
+    dst_of_end_center = separately_rounded(dst_of_end * dst_bin_width) + half_dst
+    norm = norm + separately_rounded(density * _cube_difference(src_bin_end - dst_of_end_center,
                                                       -half_dst))
     error = torch_float32_sum(norm)
     return jnp.where(difference == 0, jnp.float32(0.0), error)
@@ -522,7 +479,7 @@ def _non_linear_param_search(histogram, min_val, max_val, dst_nbins: int):
     bins = histogram.shape[0]
     alpha_table, beta_table, limit_table = (jnp.asarray(t) for t in _search_tables())
     n_steps = alpha_table.shape[1]
-    difference, low_difference = _two_sum(max_val, -min_val)
+    difference, low_difference = two_sum(max_val, -min_val)
     bin_width = exact_divide(max_val - min_val, jnp.float32(bins))
     total = torch_float32_sum(histogram)
     cumulative = _double_sum_cumulative(histogram)
@@ -584,8 +541,8 @@ def _non_linear_param_search(histogram, min_val, max_val, dst_nbins: int):
     init = (jnp.int32(0), jnp.int32(0), jnp.int32(0), jnp.int32(bins - 1),
             jnp.float32(jnp.inf), jnp.bool_(False))
     _, _, start_bin, end_bin, _, _ = lax.while_loop(cond, body, init)
-    new_min = min_val + _rounded(bin_width * start_bin.astype(jnp.float32))
-    new_max = min_val + _rounded(bin_width * (end_bin + 1).astype(jnp.float32))
+    new_min = min_val + separately_rounded(bin_width * start_bin.astype(jnp.float32))
+    new_max = min_val + separately_rounded(bin_width * (end_bin + 1).astype(jnp.float32))
     return new_min, new_max
 
 

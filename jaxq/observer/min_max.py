@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxq.core.dtypes import quint8
+from jaxq.core.float_arithmetic import separately_rounded
 from jaxq.core.qscheme import as_qscheme, per_tensor_affine
 from jaxq.observer.base import (
     FLOAT32_EPS,
@@ -96,12 +97,9 @@ def _moving_average(old, batch, averaging_constant):
     """``old + c * (batch - old)`` with the product rounded on its own, as torch does.
 
     Under jit, XLA's CPU backend contracts ``a + b * c`` into one fused multiply-add
-    (LLVM contracts an fmul that has a single use; an optimization barrier is removed
-    before that). Giving the product a second use keeps it a separately rounded value;
-    the select is a no-op (a NaN product makes the sum NaN anyway).
+    (see :mod:`jaxq.core.float_arithmetic`).
     """
-    product = averaging_constant * (batch - old)
-    return jnp.where(jnp.isnan(product), product, old + product)
+    return old + separately_rounded(averaging_constant * (batch - old))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxq.core.affine import exact_divide
-from jaxq.core.float_arithmetic import separately_rounded, two_product, two_sum
+from jaxq.core.aten_qparams import choose_quantization_params
+from jaxq.core.float_arithmetic import separately_rounded
 from jaxq.fake_quantize.base import branch
 from jaxq.fake_quantize.fake_quantize import FakeQuantize, FakeQuantizeCore
 from jaxq.observer.base import as_observed_input, is_concrete
@@ -51,80 +51,6 @@ from jaxq.observer.per_channel import MovingAveragePerChannelMinMaxObserver, per
 
 __all__ = ["choose_quantization_params", "FusedFakeQuantizeCore",
            "FusedMovingAvgObsFakeQuantize"]
-
-SMALL_SCALE_THRESHOLD = np.float32(6.1e-5)
-
-
-def _difference_over(high: jax.Array, low: jax.Array, divisor: int) -> jax.Array:
-    """float32 of the exact ``(high - low) / divisor`` (torch computes it in double)."""
-    difference, difference_error = two_sum(high, -low)
-    quotient = exact_divide(difference, float(divisor))
-    product, product_error = two_product(quotient, jnp.full_like(quotient, divisor))
-    remainder = ((difference - product) - product_error) + difference_error
-    refined = quotient + exact_divide(remainder, float(divisor))
-    # Infinite statistics: the error terms are NaN; torch's double quotient is inf.
-    return jnp.where(jnp.isfinite(quotient), refined, quotient)
-
-
-def choose_quantization_params(min_val: jax.Array, max_val: jax.Array, quant_min: int,
-                               quant_max: int, preserve_sparsity: bool
-                               ) -> tuple[jax.Array, jax.Array]:
-    """torch's C++ ``quant_utils::ChooseQuantizationParams``, element-wise, jittable.
-
-    Args:
-      min_val, max_val: float32 arrays of one shape.
-      quant_min, quant_max: the integer range.
-      preserve_sparsity: torch's symmetric flag (``symmetric_quant``).
-
-    Returns:
-      ``(scale, zero_point)``: float32 and int32 arrays of ``min_val``'s shape.
-
-    torch raises when ``min > max``; here the caller checks (eagerly) and the
-    jittable function computes with whatever it gets.
-    """
-    min_val = jnp.asarray(min_val, jnp.float32)
-    max_val = jnp.asarray(max_val, jnp.float32)
-    width = quant_max - quant_min
-    if preserve_sparsity:
-        symmetric_qmin = -(width // 2 + 1)
-        symmetric_qmax = width // 2
-        max_scale = jnp.maximum(jnp.abs(exact_divide(min_val, float(symmetric_qmin))),
-                                jnp.abs(exact_divide(max_val, float(symmetric_qmax))))
-        straddles = (min_val < 0) & (max_val > 0)
-        min_val = jnp.where(straddles, max_scale * np.float32(symmetric_qmin), min_val)
-        max_val = jnp.where(straddles, max_scale * np.float32(symmetric_qmax), max_val)
-    min_val = jnp.minimum(min_val, 0.0)
-    max_val = jnp.maximum(max_val, 0.0)
-    scale = _difference_over(max_val, min_val, width)
-    degenerate = (scale == 0) | jnp.isinf(jnp.float32(1.0) / scale)
-    scale = jnp.where(degenerate, jnp.float32(0.1), scale)
-    small = scale < SMALL_SCALE_THRESHOLD
-    threshold_width = SMALL_SCALE_THRESHOLD * np.float32(width)
-    amplifier = SMALL_SCALE_THRESHOLD / scale
-    small_min = jnp.where(min_val == 0, min_val,
-                          jnp.where(max_val == 0, -threshold_width, min_val * amplifier))
-    small_max = jnp.where(min_val == 0, threshold_width,
-                          jnp.where(max_val == 0, max_val, max_val * amplifier))
-    min_val = jnp.where(small, small_min, min_val)
-    max_val = jnp.where(small, small_max, max_val)
-    scale = jnp.where(small, SMALL_SCALE_THRESHOLD, scale)
-    min_over_scale = min_val / scale
-    max_over_scale = max_val / scale
-    from_min = quant_min - min_over_scale
-    from_max = quant_max - max_over_scale
-    error_min = abs(quant_min) - jnp.abs(min_over_scale)
-    error_max = abs(quant_max) - jnp.abs(max_over_scale)
-    initial = jnp.where(error_min < error_max, from_min, from_max)
-    if preserve_sparsity:
-        initial = jnp.where((min_val < 0) & (max_val > 0),
-                            jnp.float32((quant_min + quant_max) / 2), initial)
-    zero_point = jnp.where(initial < quant_min, jnp.float32(quant_min),
-                           jnp.where(initial > quant_max, jnp.float32(quant_max),
-                                     jnp.round(initial)))
-    # NaN statistics: every comparison is False, nearbyint(NaN) -> INT32_MIN on x86.
-    zero_point = jnp.where(jnp.isnan(zero_point), jnp.float32(-(2.0**31)), zero_point)
-    return scale.astype(jnp.float32), zero_point.astype(jnp.int32)
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FusedFakeQuantizeCore(FakeQuantizeCore):

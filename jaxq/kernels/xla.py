@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxq.core.affine import exact_divide
-from jaxq.kernels.activation import fma_f32, quantize_activation
+from jaxq.core.float_arithmetic import fma_f32
+from jaxq.kernels.activation import quantize_activation
 from jaxq.kernels.problem import MatmulArgs, MatmulProblem
 from jaxq.kernels.weights import PackedWeight, weight_values
 
@@ -55,8 +56,8 @@ def int_accumulators(x: jax.Array, weight: PackedWeight, x_zero_point=None) -> j
     spec = weight.spec
     w = weight_values(weight)
     zx = None if x_zero_point is None else jnp.asarray(x_zero_point, jnp.int32)
-    if x.dtype == jnp.uint8:
-        x = (x.astype(jnp.int32) - 128).astype(jnp.int8)
+    if x.dtype == jnp.uint8:  # x - 128 as a bit flip, so XLA sees an int8 x int8 dot
+        x = jax.lax.bitcast_convert_type(x ^ jnp.uint8(0x80), jnp.int8)
         zx = jnp.int32(-128) if zx is None else zx - 128
     acc = _int8_dot(x, w)
     if zx is not None:

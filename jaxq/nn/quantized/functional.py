@@ -43,7 +43,7 @@ from jaxq.core.affine import exact_divide, quantize_values
 from jaxq.core.dtypes import QuantDType, as_quant_dtype, qint8, quint8
 from jaxq.core.qtensor import QTensor, quantize_values_zero_point_first
 from jaxq.kernels import PackedWeight, pack_weight, quantized_matmul
-from jaxq.kernels.activation import fma_f32
+from jaxq.core.float_arithmetic import fma_f32
 from jaxq import kernels
 from jaxq.nn.quantized._conv import (
     PackedConvWeight, normalize_padding, normalize_tuple, pack_weight_for_rank,

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxq.core.dtypes import QuantDType
 from jaxq.core.qtensor import QTensor, quantize_per_tensor
-from jaxq.kernels.activation import fma_f32
+from jaxq.core.float_arithmetic import fma_f32
 from jaxq.nn.quantized._utils import output_qparams, require_per_tensor
 from jaxq.nn.quantized.functional import dequantize_like_torch, requantize
 

@@ -3,6 +3,15 @@
 Every contender runs in the same process, round-robin: each round times ``inner`` calls
 of every function in a rotated order, so load from other processes hits all of them
 alike; the reported figure is the median over rounds of the per-call time.
+
+Two clocks: ``wall`` (``time.perf_counter``, what a user waits) and ``cpu``
+(``time.process_time``: CPU seconds of the whole process, every thread). On a machine
+shared with other work, wall time of multi-threaded code measures the scheduler as much
+as the code (a spinning thread whose partner was descheduled burns its slice); CPU time
+with one thread per library is the stable measure of the work each one does.
+
+Every script takes ``--threads N`` (torch intra-op threads and the jaxq native pool) and
+``--clock wall|cpu``.
 """
 
 from __future__ import annotations
@@ -13,16 +22,28 @@ import time
 from collections.abc import Callable
 
 
+def common_args(argv=None):
+    """Parses --threads / --clock (before jax is imported); returns (args, remaining)."""
+    import argparse
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    return parser.parse_known_args(argv)
+
+
 def setup_threads(threads: int = 2) -> None:
-    """2 threads for torch (intra-op) and the jaxq native pool; call before importing jax."""
-    os.environ.setdefault("JAXQ_NUM_THREADS", str(threads))
+    """Threads for torch (intra-op) and the jaxq native pool; call before importing jax."""
+    os.environ["JAXQ_NUM_THREADS"] = str(threads)
     import torch
     torch.set_num_threads(threads)
     torch.backends.quantized.engine = "x86"
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 25, inner: int | None = None,
-                budget_s: float = 0.05) -> dict[str, float]:
+                budget_s: float = 0.05, clock: str = "wall") -> dict[str, float]:
     """Median seconds per call of each function (see the module docstring)."""
     for fn in fns.values():  # compile / warm caches
         for _ in range(3):
@@ -34,16 +55,17 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 25, inner: i
             fn()
             slowest = max(slowest, time.perf_counter() - start)
         inner = max(1, min(200, int(budget_s / max(slowest, 1e-6))))
+    now = CLOCKS[clock]
     samples: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             fn = fns[name]
-            start = time.perf_counter()
+            start = now()
             for _ in range(inner):
                 fn()
-            samples[name].append((time.perf_counter() - start) / inner)
+            samples[name].append((now() - start) / inner)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -6,7 +6,7 @@ int8 weight, 2 threads). jaxq: the same integer weight and bias through
 outputs are checked bit-identical before timing. Weights stay hot in the cache on both
 sides (repeated calls on the same weight).
 
-Usage: python benchmarks/cpu_linear.py [--rounds N] [--shapes M,K,N ...]
+Usage: python benchmarks/cpu_linear.py [--threads 2] [--clock wall|cpu] [--rounds N] [--shapes M,K,N ...]
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from cpu_common import fmt_ms, interleaved, load_average, setup_threads
+from cpu_common import common_args, fmt_ms, interleaved, load_average, setup_threads
 
-setup_threads(2)
+COMMON, _ = common_args()
+setup_threads(COMMON.threads)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -36,6 +37,8 @@ def bench_shape(m, k, n, rounds, rng):
     wq = qlinear.weight()
     bias = qlinear.bias().detach().numpy()
     w = pack_weight(wq.int_repr().numpy(), np.float32(wq.q_scale()))
+    # The XLA path reads any layout, but its own ("nk") is the fast one for it.
+    w_nk = pack_weight(wq.int_repr().numpy(), np.float32(wq.q_scale()), layout="nk")
     x = rng.standard_normal((m, k)).astype(np.float32)
     xt = torch.from_numpy(x)
     config = DynamicQuantization()
@@ -49,9 +52,9 @@ def bench_shape(m, k, n, rounds, rng):
     fns = {
         "torch": lambda: qlinear(xt),
         "jaxq": lambda: native(xj, w, bj).block_until_ready(),
-        "jaxq_xla": lambda: reference(xj, w, bj).block_until_ready(),
+        "jaxq_xla": lambda: reference(xj, w_nk, bj).block_until_ready(),
     }
-    times = interleaved(fns, rounds=rounds)
+    times = interleaved(fns, rounds=rounds, clock=COMMON.clock)
     ops = 2.0 * m * k * n
     return times, ops, exact
 
@@ -60,14 +63,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=25)
     parser.add_argument("--shapes", nargs="*", default=None)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()
     shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split(",")) for s in
                                              args.shapes]
     rng = np.random.default_rng(0)
     print(f"native backend: {cpu.isa()}, {cpu.num_threads()} threads; torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads, engine "
           f"{torch.backends.quantized.engine}); jax {jax.__version__}; "
-          f"load average {load_average()}")
+          f"load average {load_average()}; clock {COMMON.clock}")
     print("| shape (M,K,N) | torch fbgemm | jaxq native | jaxq XLA | native / torch "
           "throughput | bit-exact |")
     print("|---|---|---|---|---|---|")

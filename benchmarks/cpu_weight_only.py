@@ -6,7 +6,7 @@ int8 weight; int4: group-wise (``--group``) unsigned 4-bit with zero points; bot
 context. The weights are re-read every call; at K = N = 4096 the float32 weight (64 MB)
 does not fit the 32 MB L3 while the int8 (16 MB) and int4 (8 MB) ones can.
 
-Usage: python benchmarks/cpu_weight_only.py [--rounds N] [--k 4096] [--n 4096] [--group 128]
+Usage: python benchmarks/cpu_weight_only.py [--threads 2] [--clock wall|cpu] [--rounds N] [--k 4096] [--n 4096] [--group 128]
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from cpu_common import fmt_ms, interleaved, load_average, setup_threads
+from cpu_common import common_args, fmt_ms, interleaved, load_average, setup_threads
 
-setup_threads(2)
+COMMON, _ = common_args()
+setup_threads(COMMON.threads)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -34,7 +35,7 @@ def main():
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--m", type=int, default=1)
     parser.add_argument("--group", type=int, default=128)
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()
     rng = np.random.default_rng(0)
     k, n, m, g = args.k, args.n, args.m, args.group
     w_float = (rng.standard_normal((k, n)) * 0.02).astype(np.float32)
@@ -43,6 +44,8 @@ def main():
     q4 = rng.integers(0, 16, (n, k)).astype(np.uint8)
     w4 = pack_weight(q4, rng.uniform(0.01, 0.02, (n, k // g)).astype(np.float32),
                      rng.integers(0, 16, (n, k // g)).astype(np.int32), bits=4)
+    w8_nk = pack_weight(q8, w8.scale, layout="nk")
+    w4_nk = pack_weight(q4, w4.scale, w4.zero_point, bits=4, layout="nk4")
     x = jax.device_put(rng.standard_normal((m, k)).astype(np.float32))
     wf = jax.device_put(w_float)
     f32 = jax.jit(lambda x, w: jnp.dot(x, w))
@@ -55,9 +58,9 @@ def main():
         "f32": lambda: f32(x, wf).block_until_ready(),
         "int8": lambda: wo(x, w8).block_until_ready(),
         "int4": lambda: wo(x, w4).block_until_ready(),
-        "int8_xla": lambda: wo_xla(x, w8).block_until_ready(),
-        "int4_xla": lambda: wo_xla(x, w4).block_until_ready(),
-    }, rounds=args.rounds)
+        "int8_xla": lambda: wo_xla(x, w8_nk).block_until_ready(),
+        "int4_xla": lambda: wo_xla(x, w4_nk).block_until_ready(),
+    }, rounds=args.rounds, clock=COMMON.clock)
     print(f"native backend: {cpu.isa()}, {cpu.num_threads()} threads; M={m}, K={k}, N={n}, "
           f"int4 group {g}; load average {load_average()}")
     print("| weight | jaxq time | speed-up vs jaxq f32 | XLA path time |")

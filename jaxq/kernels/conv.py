@@ -42,25 +42,30 @@ class PackedConvWeight:
     Attributes:
       matmul: the packed ``(out_channels, kh * kw * in_channels // groups)`` weight, K in
         ``(kh, kw, c)`` order.
+      hwio: the int8 ``(kh, kw, C // groups, O)`` kernel when the matmul layout is the
+        portable ``"nk"`` (the XLA path then convolves it as is: XLA:CPU's fast int8
+        convolution needs the kernel as an HWIO input, not computed in the graph); None
+        otherwise.
       kernel_size: ``(kh, kw)`` (static).
       in_channels, out_channels, groups: static.
     """
 
     def __init__(self, matmul: PackedWeight, kernel_size: tuple[int, int], in_channels: int,
-                 out_channels: int, groups: int):
+                 out_channels: int, groups: int, hwio: jax.Array | None = None):
         self.matmul = matmul
+        self.hwio = hwio
         self.kernel_size = tuple(kernel_size)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.groups = groups
 
     def tree_flatten(self):
-        return (self.matmul,), (self.kernel_size, self.in_channels, self.out_channels,
-                                self.groups)
+        return (self.matmul, self.hwio), (self.kernel_size, self.in_channels,
+                                          self.out_channels, self.groups)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(children[0], *aux)
+        return cls(children[0], *aux, hwio=children[1])
 
     def __repr__(self) -> str:
         return (f"PackedConvWeight({self.out_channels}x{self.in_channels}, kernel "
@@ -94,7 +99,10 @@ def pack_conv_weight(weight: Any, scale: Any, zero_point: Any = None, *,
     packed = pack_weight(rows, scale, zero_point, layout=layout)
     if packed.spec.granularity == "per_group":
         raise ValueError("conv weights take per-tensor or per-output-channel qparams")
-    return PackedConvWeight(packed, (kh, kw), cg * groups, o, groups)
+    hwio = None
+    if packed.spec.layout == "nk":
+        hwio = jnp.transpose(weight_values(packed).reshape(o, kh, kw, cg), (1, 2, 3, 0))
+    return PackedConvWeight(packed, (kh, kw), cg * groups, o, groups, hwio)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +169,9 @@ def _padding(padding) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def _conv_weight_hwio(weight: PackedConvWeight) -> jax.Array:
-    """int8 HWIO kernel from the packed rows."""
+    """int8 HWIO kernel (stored, or rebuilt from the packed rows)."""
+    if weight.hwio is not None:
+        return weight.hwio
     kh, kw = weight.kernel_size
     cg = weight.in_channels // weight.groups
     rows = weight_values(weight.matmul)
@@ -174,8 +184,8 @@ def xla_conv2d(problem: Conv2dProblem, args: Conv2dArgs) -> jax.Array:
     spec = weight.matmul.spec
     x, zx = args.x, args.x_zero_point
     zx = jnp.int32(0) if zx is None else jnp.asarray(zx, jnp.int32)
-    if x.dtype == jnp.uint8:
-        x, zx = (x.astype(jnp.int32) - 128).astype(jnp.int8), zx - 128
+    if x.dtype == jnp.uint8:  # x - 128 as a bit flip: XLA keeps an int8 conv (no int32 trip)
+        x, zx = jax.lax.bitcast_convert_type(x ^ jnp.uint8(0x80), jnp.int8), zx - 128
     (pt, pb), (pl, pr) = problem.padding
     # Pad with the zero point (the real 0); the conv itself is VALID.
     x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=zx.astype(jnp.int8))

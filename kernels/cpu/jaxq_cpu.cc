@@ -91,7 +91,9 @@ const int32_t* column_offsets(std::vector<int32_t>& buffer, const int32_t* col_s
 class ThreadPool {
  public:
   explicit ThreadPool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+    // Workers start from generation 0, not from whatever they read once running: a job
+    // submitted before a worker thread is first scheduled must not be missed.
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(0); });
   }
   ~ThreadPool() {
     {
@@ -142,8 +144,7 @@ class ThreadPool {
     }
   }
 
-  void worker_loop() {
-    uint64_t seen = generation_.load(std::memory_order_acquire);
+  void worker_loop(uint64_t seen) {
     for (;;) {
       uint64_t now;
       int spins = 0;

@@ -146,3 +146,20 @@ def test_conv_bad_inputs_raise(rng):
     for fn, error, match in cases:
         with pytest.raises(error, match=match):
             fn()
+
+
+def test_conv_weight_layouts_agree(rng):
+    """The portable layout (stored HWIO kernel) and the native one give identical convs."""
+    kernel = rng.integers(-128, 128, (3, 3, 8, 12)).astype(np.int8)
+    scale = rng.uniform(0.01, 0.02, 12).astype(np.float32)
+    zero_point = rng.integers(-3, 4, 12).astype(np.int32)
+    portable = pack_conv_weight(kernel, scale, zero_point, layout="nk")
+    assert portable.hwio is not None
+    np.testing.assert_array_equal(np.asarray(portable.hwio), kernel)
+    default = pack_conv_weight(kernel, scale, zero_point)
+    x = rng.integers(0, 256, (2, 7, 6, 8)).astype(np.uint8)
+    fn = _jitted("xla", (1, 2), 1, (1, 1), True, "quint8")
+    args = (np.float32(0.05), np.int32(9), rng.standard_normal(12).astype(np.float32),
+            np.float32(0.4), np.int32(3))
+    np.testing.assert_array_equal(np.asarray(fn(x, portable, *args)),
+                                  np.asarray(fn(x, default, *args)))

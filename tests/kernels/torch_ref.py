@@ -60,9 +60,25 @@ def dynamic_linear(x, wq, bias, relu=False):
 
 def static_conv2d(xq_nhwc, x_scale, x_zp, wq_oihw, bias, out_scale, out_zp, stride,
                   padding, dilation, groups=1, relu=False):
-    """torch.ao.nn.quantized.Conv2d (ConvReLU2d) output int_repr as NHWC uint8."""
+    """torch.ao.nn.quantized.Conv2d (ConvReLU2d) output int_repr as NHWC uint8.
+
+    Runs on the fbgemm engine: the x86 engine sends some convs (e.g. 3x3, 64 -> 64,
+    56x56) to oneDNN, whose requantization rounds ~1e-5 of the outputs differently.
+    """
     import torch.ao.nn.intrinsic.quantized as nniq
     import torch.ao.nn.quantized as nnq
+
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "fbgemm"
+    try:
+        return _static_conv2d(nniq, nnq, xq_nhwc, x_scale, x_zp, wq_oihw, bias, out_scale,
+                              out_zp, stride, padding, dilation, groups, relu)
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def _static_conv2d(nniq, nnq, xq_nhwc, x_scale, x_zp, wq_oihw, bias, out_scale, out_zp,
+                   stride, padding, dilation, groups, relu):
 
     o, c_per_group, kh, kw = wq_oihw.shape
     cls = nniq.ConvReLU2d if relu else nnq.Conv2d

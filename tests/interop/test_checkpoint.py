@@ -24,6 +24,15 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
 
 
+# x86's default weights (per-channel symmetric qint8) with moving-average activation
+# observers: HistogramObserver statistics are covered by test_histogram_and_per_channel_...
+# below, on one observer (each jaxq histogram qparams search costs seconds eagerly).
+QCONFIG = tq.QConfig(
+    activation=tq.MovingAverageMinMaxObserver.with_args(reduce_range=True,
+                                                        averaging_constant=0.3),
+    weight=tq.default_per_channel_weight_observer)
+
+
 class TorchCNN(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -71,7 +80,7 @@ def torch_quantized():
     with torch.no_grad():  # non-trivial BN statistics
         model.bn1.running_mean.uniform_(-0.5, 0.5)
         model.bn1.running_var.uniform_(0.5, 2.0)
-    model.qconfig = tq.get_default_qconfig("x86")
+    model.qconfig = QCONFIG
     fused = tq.fuse_modules(model, [["conv1", "bn1", "relu1"], ["conv2", "relu2"]])
     prepared = tq.prepare(fused)
     generator = torch.Generator().manual_seed(1)
@@ -88,7 +97,7 @@ def _jaxq_prepared():
     model = JaxqCNN()
     model.eval()
     model = fuse_modules(model, [["conv1", "bn1", "relu1"], ["conv2", "relu2"]])
-    model.qconfig = from_torch(tq.get_default_qconfig("x86"))
+    model.qconfig = from_torch(QCONFIG)
     return prepare(model)
 
 
@@ -177,3 +186,40 @@ def test_state_dict_errors_name_the_entry(torch_quantized):
         load_torch_state_dict(ours, wrong)
     # Nothing was written by the failed loads.
     np.testing.assert_array_equal(np.asarray(ours.conv2.weight().int_repr()), before)
+
+
+class _Holder(nnx.Module):
+    def __init__(self, observers):
+        for name, observer in observers.items():
+            setattr(self, name, observer)
+
+
+def test_histogram_and_per_channel_statistics_carry_over(rng):
+    torch_modules = torch.nn.Module()
+    torch_modules.hist = tq.HistogramObserver(reduce_range=True)
+    torch_modules.chan = tq.MovingAveragePerChannelMinMaxObserver(
+        averaging_constant=0.2, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    torch_modules.fq = tq.default_fake_quant()
+    for _ in range(2):
+        x = torch.from_numpy(rng.normal(0.5, 2.0, size=(6, 10)).astype(np.float32))
+        torch_modules.hist(x)
+        torch_modules.chan(x)
+        torch_modules.fq(x)
+    ours = _Holder({name: from_torch(type(module).with_args(**kwargs))()
+                    for name, module, kwargs in (
+                        ("hist", torch_modules.hist, {"reduce_range": True}),
+                        ("chan", torch_modules.chan, {"averaging_constant": 0.2,
+                                                       "dtype": torch.qint8,
+                                                       "qscheme": torch.per_channel_symmetric}))})
+    ours.fq = from_torch(tq.default_fake_quant)()
+    # torch's get_observer_state_dict skips a fake-quant's own scale / zero_point / flags.
+    with pytest.raises(ValueError, match="'fq.scale'"):
+        load_torch_observer_state_dict(ours, tq.get_observer_state_dict(torch_modules))
+    load_torch_observer_state_dict(ours, torch_modules.state_dict())
+    for name in ("hist", "chan", "fq"):
+        theirs = getattr(torch_modules, name).calculate_qparams()
+        scale, zero_point = getattr(ours, name).calculate_qparams()
+        np.testing.assert_array_equal(np.asarray(scale).reshape(-1),
+                                      theirs[0].numpy().reshape(-1))
+        np.testing.assert_array_equal(np.asarray(zero_point).reshape(-1),
+                                      theirs[1].numpy().reshape(-1))

@@ -72,10 +72,112 @@ Kernels kernels() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Persistent thread pool. Every worker takes part in every job (so no worker can outlive
-// the job it saw); workers spin briefly between jobs, then sleep on a condition variable.
+// Persistent thread pool. A job is published as a ticket (generation, task count, next
+// task index) in one atomic word; every thread, the caller included, claims task indices
+// with compare-and-swap, so a task is never run twice and a thread that claims nothing
+// never touches the job. The caller waits only for the tasks to be done, not for idle
+// workers to check in: on a machine shared with other processes a descheduled worker
+// costs nothing unless it holds a task. Idle workers spin briefly, then sleep.
 // ---------------------------------------------------------------------------------------
 inline void cpu_relax() { __builtin_ia32_pause(); }
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_.store(true, std::memory_order_release);
+      ticket_.store(make_ticket(++generation_, 0, 0), std::memory_order_release);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(i) for every i in [0, tasks). Runs inline when the pool is in use by another
+  // caller (XLA may run two custom calls at once) or when there is one task.
+  void parallel_for(int tasks, const std::function<void(int)>& fn) {
+    if (tasks <= 1 || tasks >= kMaxTasks || workers_.empty() ||
+        busy_.exchange(true, std::memory_order_acquire)) {
+      for (int i = 0; i < tasks; ++i) fn(i);
+      return;
+    }
+    job_.store(&fn, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ticket_.store(make_ticket(++generation_, tasks, 0), std::memory_order_release);
+    }
+    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
+    work();
+    // Spin briefly, then yield: a worker holding a task may have been descheduled.
+    for (int spins = 0; done_.load(std::memory_order_acquire) < tasks; ++spins) {
+      if (spins < 4096) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    busy_.store(false, std::memory_order_release);
+  }
+
+ private:
+  static constexpr uint64_t kMaxTasks = 1 << 20;
+  static uint64_t make_ticket(uint64_t gen, uint64_t tasks, uint64_t next) {
+    return (gen << 40) | (tasks << 20) | next;
+  }
+  static uint64_t generation_of(uint64_t t) { return t >> 40; }
+
+  // Claims and runs tasks of the published job until none is left.
+  void work() {
+    uint64_t t = ticket_.load(std::memory_order_acquire);
+    for (;;) {
+      const uint64_t tasks = (t >> 20) & (kMaxTasks - 1), next = t & (kMaxTasks - 1);
+      if (next >= tasks) return;
+      if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
+                                        std::memory_order_acquire)) {
+        (*job_.load(std::memory_order_relaxed))(static_cast<int>(next));
+        done_.fetch_add(1, std::memory_order_release);
+        t = ticket_.load(std::memory_order_acquire);
+      }
+    }
+  }
+
+  void worker_loop() {
+    uint64_t seen = 0;  // generation 0 is never published: the first job is never missed
+    for (;;) {
+      int spins = 0;
+      while (generation_of(ticket_.load(std::memory_order_acquire)) == seen) {
+        if (++spins < kSpins) {
+          cpu_relax();
+          continue;
+        }
+        std::unique_lock<std::mutex> lock(mu_);
+        sleepers_.fetch_add(1, std::memory_order_acq_rel);
+        cv_.wait(lock, [&] {
+          return generation_of(ticket_.load(std::memory_order_acquire)) != seen;
+        });
+        sleepers_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+      if (stop_.load(std::memory_order_acquire)) return;
+      seen = generation_of(ticket_.load(std::memory_order_acquire));
+      work();
+    }
+  }
+
+  static constexpr int kSpins = 1 << 14;  // ~0.1-0.4 ms of PAUSE before sleeping
+  std::vector<std::thread> workers_;
+  std::atomic<uint64_t> ticket_{0};
+  uint64_t generation_ = 0;  // written by the (single, busy_-holding) caller only
+  std::atomic<const std::function<void(int)>*> job_{nullptr};
+  std::atomic<int> done_{0}, sleepers_{0};
+  std::atomic<bool> busy_{false}, stop_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
 
 // -zx * col_sums[n] (mod 2^32) for a uniform activation zero point.
 const int32_t* column_offsets(std::vector<int32_t>& buffer, const int32_t* col_sums, int64_t n,
@@ -87,95 +189,6 @@ const int32_t* column_offsets(std::vector<int32_t>& buffer, const int32_t* col_s
   }
   return buffer.data();
 }
-
-class ThreadPool {
- public:
-  explicit ThreadPool(int threads) {
-    // Workers start from generation 0, not from whatever they read once running: a job
-    // submitted before a worker thread is first scheduled must not be missed.
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(0); });
-  }
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-      generation_.fetch_add(1, std::memory_order_release);
-    }
-    cv_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
-
-  // Runs fn(i) for every i in [0, tasks). Runs inline when the pool is in use by another
-  // caller (XLA may run two custom calls at once) or when there is one task.
-  void parallel_for(int tasks, const std::function<void(int)>& fn) {
-    if (tasks <= 1 || workers_.empty() || busy_.exchange(true, std::memory_order_acquire)) {
-      for (int i = 0; i < tasks; ++i) fn(i);
-      return;
-    }
-    job_ = &fn;
-    tasks_ = tasks;
-    next_.store(0, std::memory_order_relaxed);
-    finished_.store(0, std::memory_order_relaxed);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      generation_.fetch_add(1, std::memory_order_release);
-    }
-    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
-    run_tasks();
-    const int workers = static_cast<int>(workers_.size());
-    // Spin briefly, then yield: on an oversubscribed machine the worker may be descheduled.
-    for (int spins = 0; finished_.load(std::memory_order_acquire) < workers; ++spins) {
-      if (spins < 4096) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
-    busy_.store(false, std::memory_order_release);
-  }
-
- private:
-  void run_tasks() {
-    for (;;) {
-      const int i = next_.fetch_add(1, std::memory_order_relaxed);
-      if (i >= tasks_) break;
-      (*job_)(i);
-    }
-  }
-
-  void worker_loop(uint64_t seen) {
-    for (;;) {
-      uint64_t now;
-      int spins = 0;
-      while ((now = generation_.load(std::memory_order_acquire)) == seen) {
-        if (++spins < kSpins) {
-          cpu_relax();
-          continue;
-        }
-        std::unique_lock<std::mutex> lock(mu_);
-        sleepers_.fetch_add(1, std::memory_order_acq_rel);
-        cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-        sleepers_.fetch_sub(1, std::memory_order_acq_rel);
-      }
-      seen = now;
-      if (stop_) return;
-      run_tasks();
-      finished_.fetch_add(1, std::memory_order_acq_rel);
-    }
-  }
-
-  static constexpr int kSpins = 1 << 14;  // ~0.1-0.4 ms of PAUSE before sleeping
-  std::vector<std::thread> workers_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> next_{0}, finished_{0}, sleepers_{0};
-  std::atomic<bool> busy_{false};
-  const std::function<void(int)>* job_ = nullptr;
-  int tasks_ = 0;
-  bool stop_ = false;
-  std::mutex mu_;
-  std::condition_variable cv_;
-};
 
 int default_threads() {
   if (const char* env = std::getenv("JAXQ_NUM_THREADS")) {
@@ -445,7 +458,7 @@ ffi::Error QGemmImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w
   const int threads = tp.size();
   const bool split_columns = m < 24 * threads || panels >= 8 * threads;
   const double work = static_cast<double>(m) * n * k;
-  const int tasks = work < 65536.0 ? 1 : threads * (split_columns ? 2 : 4);
+  const int tasks = work < 65536.0 ? 1 : threads * 4;
   tp.parallel_for(tasks, [&](int i) {
     int64_t b, e;
     if (split_columns) {

@@ -254,9 +254,7 @@ def _jaxq_class(name: Any, where: str) -> Any:
         return Identity
     try:
         cls = resolve_type_name(name, where)
-    except LookupError as error:
-        raise ValueError(f"unknown observer class: {error}") from None
-    except ValueError as error:
+    except (LookupError, ValueError) as error:
         raise ValueError(f"unknown observer class: {error}") from None
     if not isinstance(cls, type):
         raise ValueError(f"{where}: class {name!r} is not a class ({cls!r})")

@@ -92,4 +92,11 @@ from jaxq.quantization_mappings import (
     get_quantized_operator, get_static_quant_module_class, no_observer_set,
 )
 
+# PyTorch interop.
+from jaxq import interop
+from jaxq.interop import (
+    TranslationWarning, from_torch, load_qconfig_mapping, load_torch_observer_state_dict,
+    load_torch_state_dict, save_qconfig_mapping, to_torch,
+)
+
 __version__ = "0.1.0"

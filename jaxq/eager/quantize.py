@@ -480,24 +480,27 @@ def _swapped_as_unit(mod: Any) -> bool:
 
 
 def _convert_children(module: nnx.Module, mapping: dict, custom_module_class_mapping: dict,
-                      use_precomputed_fake_quant: bool) -> None:
+                      use_precomputed_fake_quant: bool) -> int:
+    """Swaps the children of ``module`` (recursively); returns how many were swapped."""
     reassign = {}
+    swapped = 0
     for name, mod in list(named_children(module)):
         if not _swapped_as_unit(mod) \
                 and type_before_observation(mod) not in custom_module_class_mapping:
-            _convert_children(mod, mapping, custom_module_class_mapping,
-                              use_precomputed_fake_quant)
+            swapped += _convert_children(mod, mapping, custom_module_class_mapping,
+                                         use_precomputed_fake_quant)
         new_mod = swap_module(mod, mapping, custom_module_class_mapping,
                               use_precomputed_fake_quant)
         if new_mod is not mod:
             reassign[name] = new_mod
     for name, new_mod in reassign.items():
         set_child(module, name, new_mod)
+    return swapped + len(reassign)
 
 
 def _convert(module: nnx.Module, mapping: dict | None, is_reference: bool,
              convert_custom_config_dict: dict | None, use_precomputed_fake_quant: bool
-             ) -> None:
+             ) -> int:
     if mapping is None:
         mapping = (get_default_static_quant_reference_module_mappings() if is_reference
                    else get_default_static_quant_module_mappings())
@@ -508,8 +511,8 @@ def _convert(module: nnx.Module, mapping: dict | None, is_reference: bool,
         convert_custom_config_dict = get_default_custom_config_dict()
     custom_module_class_mapping = convert_custom_config_dict.get(
         "observed_to_quantized_custom_module_class", {})
-    _convert_children(module, mapping, custom_module_class_mapping,
-                      use_precomputed_fake_quant)
+    return _convert_children(module, mapping, custom_module_class_mapping,
+                             use_precomputed_fake_quant)
 
 
 def _is_dynamic_target(cls: Any) -> bool:
@@ -568,8 +571,9 @@ def convert(module: nnx.Module, mapping: dict | None = None, inplace: bool = Fal
 
     Raises:
       TypeError: ``module`` is not an ``nnx.Module``.
-      ValueError: the model was never prepared (no qconfig, or no observers where the
-        quantized modules need output ranges), or a module's ``from_float`` rejects it.
+      ValueError: the model was never prepared (no qconfig; no observers where the
+        quantized modules need output ranges; nothing to swap and no observers), or a
+        module's ``from_float`` rejects it.
         The model is unchanged on error.
     """
     check_module(module, "module")
@@ -577,8 +581,14 @@ def convert(module: nnx.Module, mapping: dict | None = None, inplace: bool = Fal
     _check_bool(remove_qconfig, "remove_qconfig")
     _check_prepared(module, mapping, is_reference)
     work = copy_model(module)
-    _convert(work, mapping, is_reference, convert_custom_config_dict,
-             use_precomputed_fake_quant)
+    swapped = _convert(work, mapping, is_reference, convert_custom_config_dict,
+                       use_precomputed_fake_quant)
+    if swapped == 0 and not any(is_activation_post_process(m)
+                                for _, m in named_modules(work)):
+        raise ValueError("convert() got a model that was not prepared: no submodule has "
+                         "an observer or a quantized counterpart with a qconfig (a qconfig "
+                         "set on a parent is only propagated by prepare()). Run prepare() "
+                         "and calibrate (or prepare_qat() and train) first")
     if remove_qconfig:
         _remove_qconfig(work)
     return _finish(module, work, inplace)

@@ -72,123 +72,14 @@ Kernels kernels() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Persistent thread pool. A job is published as a ticket (generation, task count, next
-// task index) in one atomic word; every thread, the caller included, claims task indices
-// with compare-and-swap, so a task is never run twice and a thread that claims nothing
-// never touches the job. The caller waits only for the tasks to be done, not for idle
-// workers to check in: on a machine shared with other processes a descheduled worker
-// costs nothing unless it holds a task. Idle workers spin briefly, then sleep.
+// Parallelism on XLA's own intra-op thread pool (the FFI ThreadPool context): a separate
+// pool would compete for the cores with XLA's threads, which spin between ops. Every
+// thread, the caller included, claims task indices from the job's counter, so a task is
+// never run twice; the caller waits only for the tasks to be done, never for a helper to
+// start (a helper that starts late finds nothing left and returns without touching the
+// job's function; the job's counters outlive it through a shared_ptr).
 // ---------------------------------------------------------------------------------------
 inline void cpu_relax() { __builtin_ia32_pause(); }
-
-class ThreadPool {
- public:
-  explicit ThreadPool(int threads) {
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
-  }
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_.store(true, std::memory_order_release);
-      ticket_.store(make_ticket(++generation_, 0, 0), std::memory_order_release);
-    }
-    cv_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
-
-  // Runs fn(i) for every i in [0, tasks). Runs inline when the pool is in use by another
-  // caller (XLA may run two custom calls at once) or when there is one task.
-  void parallel_for(int tasks, const std::function<void(int)>& fn) {
-    if (tasks <= 1 || tasks >= kMaxTasks || workers_.empty() ||
-        busy_.exchange(true, std::memory_order_acquire)) {
-      for (int i = 0; i < tasks; ++i) fn(i);
-      return;
-    }
-    job_.store(&fn, std::memory_order_relaxed);
-    done_.store(0, std::memory_order_relaxed);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ticket_.store(make_ticket(++generation_, tasks, 0), std::memory_order_release);
-    }
-    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
-    work();
-    // Spin briefly, then yield: a worker holding a task may have been descheduled.
-    for (int spins = 0; done_.load(std::memory_order_acquire) < tasks; ++spins) {
-      if (spins < 4096) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
-    busy_.store(false, std::memory_order_release);
-  }
-
- private:
-  static constexpr uint64_t kMaxTasks = 1 << 20;
-  static uint64_t make_ticket(uint64_t gen, uint64_t tasks, uint64_t next) {
-    return (gen << 40) | (tasks << 20) | next;
-  }
-  static uint64_t generation_of(uint64_t t) { return t >> 40; }
-
-  // Claims and runs tasks of the published job until none is left.
-  void work() {
-    uint64_t t = ticket_.load(std::memory_order_acquire);
-    for (;;) {
-      const uint64_t tasks = (t >> 20) & (kMaxTasks - 1), next = t & (kMaxTasks - 1);
-      if (next >= tasks) return;
-      if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
-                                        std::memory_order_acquire)) {
-        (*job_.load(std::memory_order_relaxed))(static_cast<int>(next));
-        done_.fetch_add(1, std::memory_order_release);
-        t = ticket_.load(std::memory_order_acquire);
-      }
-    }
-  }
-
-  void worker_loop() {
-    uint64_t seen = 0;  // generation 0 is never published: the first job is never missed
-    for (;;) {
-      int spins = 0;
-      while (generation_of(ticket_.load(std::memory_order_acquire)) == seen) {
-        if (++spins < kSpins) {
-          cpu_relax();
-          continue;
-        }
-        std::unique_lock<std::mutex> lock(mu_);
-        sleepers_.fetch_add(1, std::memory_order_acq_rel);
-        cv_.wait(lock, [&] {
-          return generation_of(ticket_.load(std::memory_order_acquire)) != seen;
-        });
-        sleepers_.fetch_sub(1, std::memory_order_acq_rel);
-      }
-      if (stop_.load(std::memory_order_acquire)) return;
-      seen = generation_of(ticket_.load(std::memory_order_acquire));
-      work();
-    }
-  }
-
-  static constexpr int kSpins = 1 << 14;  // ~0.1-0.4 ms of PAUSE before sleeping
-  std::vector<std::thread> workers_;
-  std::atomic<uint64_t> ticket_{0};
-  uint64_t generation_ = 0;  // written by the (single, busy_-holding) caller only
-  std::atomic<const std::function<void(int)>*> job_{nullptr};
-  std::atomic<int> done_{0}, sleepers_{0};
-  std::atomic<bool> busy_{false}, stop_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-};
-
-// -zx * col_sums[n] (mod 2^32) for a uniform activation zero point.
-const int32_t* column_offsets(std::vector<int32_t>& buffer, const int32_t* col_sums, int64_t n,
-                              int32_t zx) {
-  buffer.resize(n);
-  for (int64_t j = 0; j < n; ++j) {
-    buffer[j] = static_cast<int32_t>(0u - static_cast<uint32_t>(zx) *
-                                              static_cast<uint32_t>(col_sums[j]));
-  }
-  return buffer.data();
-}
 
 int default_threads() {
   if (const char* env = std::getenv("JAXQ_NUM_THREADS")) {
@@ -200,13 +91,63 @@ int default_threads() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-std::mutex g_pool_mu;
-std::unique_ptr<ThreadPool> g_pool;
+std::atomic<int> g_threads{default_threads()};
 
-ThreadPool& pool() {
-  std::lock_guard<std::mutex> lock(g_pool_mu);
-  if (!g_pool) g_pool = std::make_unique<ThreadPool>(default_threads());
-  return *g_pool;
+class Parallel {
+ public:
+  explicit Parallel(ffi::ThreadPool& xla)
+      : xla_(xla),
+        size_(static_cast<int>(std::max<int64_t>(
+            1, std::min<int64_t>(g_threads.load(std::memory_order_relaxed), xla.num_threads())))) {}
+  int size() const { return size_; }
+
+  // Runs fn(i) for every i in [0, tasks).
+  void parallel_for(int tasks, const std::function<void(int)>& fn) {
+    if (tasks <= 1 || size_ <= 1) {
+      for (int i = 0; i < tasks; ++i) fn(i);
+      return;
+    }
+    auto job = std::make_shared<Job>(tasks, &fn);
+    const int helpers = std::min(tasks, size_) - 1;
+    for (int h = 0; h < helpers; ++h) xla_.Schedule([job] { job->work(); });
+    job->work();
+    for (int spins = 0; job->done.load(std::memory_order_acquire) < tasks; ++spins) {
+      if (spins < 4096) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  struct Job {
+    Job(int t, const std::function<void(int)>* f) : tasks(t), fn(f) {}
+    void work() {
+      for (;;) {
+        const int i = next.fetch_add(1, std::memory_order_relaxed);
+        if (i >= tasks) return;
+        (*fn)(i);
+        done.fetch_add(1, std::memory_order_release);
+      }
+    }
+    const int tasks;
+    const std::function<void(int)>* const fn;
+    std::atomic<int> next{0}, done{0};
+  };
+  ffi::ThreadPool& xla_;
+  const int size_;
+};
+
+// -zx * col_sums[n] (mod 2^32) for a uniform activation zero point.
+const int32_t* column_offsets(std::vector<int32_t>& buffer, const int32_t* col_sums, int64_t n,
+                              int32_t zx) {
+  buffer.resize(n);
+  for (int64_t j = 0; j < n; ++j) {
+    buffer[j] = static_cast<int32_t>(0u - static_cast<uint32_t>(zx) *
+                                              static_cast<uint32_t>(col_sums[j]));
+  }
+  return buffer.data();
 }
 
 // Splits [0, n) into `parts` contiguous ranges aligned to `align`.
@@ -279,7 +220,7 @@ bool is_2d(const ffi::AnyBuffer& b, int64_t rows, int64_t cols) {
 
 enum XKind : int64_t { kXU8 = 0, kXS8 = 1, kXF32Dynamic = 2 };
 
-ffi::Error QGemmImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w_scale,
+ffi::Error QGemmImpl(ffi::ThreadPool xla_pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w_scale,
                      ffi::Buffer<ffi::S32> w_zp, ffi::Buffer<ffi::S32> col_sums,
                      ffi::Buffer<ffi::F32> x_scale, ffi::Buffer<ffi::S32> x_zp,
                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> out_scale,
@@ -328,7 +269,7 @@ ffi::Error QGemmImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w
   if (m == 0) return ffi::Error::Success();
 
   const Kernels kern = kernels();
-  ThreadPool& tp = pool();
+  Parallel tp(xla_pool);
   Scratch& s = t_scratch;
   const bool w_symmetric = wz == 0;
 
@@ -472,7 +413,7 @@ ffi::Error QGemmImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w
   return ffi::Error::Success();
 }
 
-ffi::Error WeightOnlyImpl(ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> scale,
+ffi::Error WeightOnlyImpl(ffi::ThreadPool xla_pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> scale,
                           ffi::Buffer<ffi::S32> zp, ffi::Buffer<ffi::F32> bias,
                           ffi::Result<ffi::Buffer<ffi::F32>> out, int64_t n, int64_t k,
                           int64_t bits, int64_t group_size, int64_t relu) {
@@ -516,7 +457,7 @@ ffi::Error WeightOnlyImpl(ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer
   if (m == 0) return ffi::Error::Success();
 
   const Kernels kern = kernels();
-  ThreadPool& tp = pool();
+  Parallel tp(xla_pool);
   Scratch& s = t_scratch;
   WeightOnlyArgs a{};
   a.M = m;
@@ -570,7 +511,7 @@ ffi::Error WeightOnlyImpl(ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer
 // Static quantized conv2d, NHWC: each block of output pixels is gathered (im2col, padded
 // with the activation zero point) into a thread-local uint8 block and multiplied by the
 // packed weight with the GEMM kernel, epilogue included.
-ffi::Error QConvImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w_scale,
+ffi::Error QConvImpl(ffi::ThreadPool xla_pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w_scale,
                      ffi::Buffer<ffi::S32> w_zp, ffi::Buffer<ffi::S32> col_sums,
                      ffi::Buffer<ffi::F32> x_scale, ffi::Buffer<ffi::S32> x_zp,
                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> out_scale,
@@ -620,7 +561,7 @@ ffi::Error QConvImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w
   if (m == 0) return ffi::Error::Success();
 
   const Kernels kern = kernels();
-  ThreadPool& tp = pool();
+  Parallel tp(xla_pool);
   Scratch& s = t_scratch;
   const bool is_signed = xt == ffi::DataType::S8;
   const uint8_t flip = is_signed ? 0x80 : 0x00;
@@ -707,6 +648,7 @@ ffi::Error QConvImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> w
 #pragma GCC visibility push(default)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqQGemm, jaxq::QGemmImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -732,6 +674,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqQGemm, jaxq::QGemmImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqWeightOnly, jaxq::WeightOnlyImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -746,6 +689,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqWeightOnly, jaxq::WeightOnlyImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqQConv2d, jaxq::QConvImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -786,12 +730,12 @@ __attribute__((visibility("default"))) int jaxq_cpu_set_isa(int isa) {
   jaxq::g_isa.store(isa);
   return isa;
 }
-__attribute__((visibility("default"))) int jaxq_cpu_num_threads() { return jaxq::pool().size(); }
-// Replaces the pool (benchmarks); not safe while kernels run.
+__attribute__((visibility("default"))) int jaxq_cpu_num_threads() {
+  return jaxq::g_threads.load();
+}
+// Most threads a kernel uses (capped by XLA's intra-op pool); <= 0 restores the default.
 __attribute__((visibility("default"))) int jaxq_cpu_set_num_threads(int threads) {
-  std::lock_guard<std::mutex> lock(jaxq::g_pool_mu);
-  jaxq::g_pool.reset();
-  jaxq::g_pool = std::make_unique<jaxq::ThreadPool>(threads > 0 ? threads : jaxq::default_threads());
-  return jaxq::g_pool->size();
+  jaxq::g_threads.store(threads > 0 ? threads : jaxq::default_threads());
+  return jaxq::g_threads.load();
 }
 }

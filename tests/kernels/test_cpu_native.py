@@ -103,8 +103,8 @@ def test_one_thread_gives_identical_results(rng):
     try:
         assert cpu.set_num_threads(1) == 1
         np.testing.assert_array_equal(np.asarray(fn(x)), before)
-        # A job submitted right after a pool is created must not wait for a worker that
-        # has not started yet (regression: it used to hang).
+        # Repeated resizing between calls (an earlier private pool could lose a job
+        # submitted before its worker started, and hang).
         for _ in range(5):
             assert cpu.set_num_threads(2) == 2
             np.testing.assert_array_equal(np.asarray(fn(x)), before)

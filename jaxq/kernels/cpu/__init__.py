@@ -11,7 +11,8 @@ Functions:
   isa(): ``"avx512_vnni"``, ``"avx2"`` or ``"none"`` (the path in use).
   force_isa(name): use a lower ISA than detected (tests of the AVX2 path), or None to
     restore the detected one.
-  num_threads() / set_num_threads(n): the persistent pool's size (caller included).
+  num_threads() / set_num_threads(n): the most threads one kernel call uses (the calling
+    thread plus helpers scheduled on XLA's intra-op thread pool, which caps it).
     ``JAXQ_NUM_THREADS`` sets it at startup; default: the CPUs this process may use.
 """
 
@@ -64,7 +65,7 @@ def num_threads() -> int:
 
 
 def set_num_threads(threads: int) -> int:
-    """Resizes the kernels' thread pool (call between computations, not during)."""
+    """Sets the most threads one kernel call uses; returns it."""
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r} must be a positive int")
     return _lib().jaxq_cpu_set_num_threads(threads)

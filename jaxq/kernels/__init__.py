@@ -35,17 +35,35 @@ These are torch's x86 (fbgemm) formulas: static results equal ``quantized::linea
 
 Backends
 --------
-* ``"xla"`` (:mod:`jaxq.kernels.xla`): the reference, on every platform.
-* ``"cpu_native"`` (:mod:`jaxq.kernels.cpu`): AVX512-VNNI / AVX2 C++ kernels through XLA's
-  FFI, compiled from ``kernels/cpu/`` on first use; on a machine without a compiler or
-  those CPU features, the reference runs instead after a one-line warning.
+* ``"xla"`` (:mod:`jaxq.kernels.xla`, :func:`~jaxq.kernels.conv.xla_conv2d`): the
+  reference, on every platform (int8 ``dot_general`` / ``conv_general_dilated`` with int32
+  accumulation; M = 1 padded to 2, weight kept ``(N, K)``).
+* ``"cpu_native"`` (:mod:`jaxq.kernels.cpu`): AVX512-VNNI / AVX2 C++ kernels called
+  through XLA's FFI, weights pre-packed into their own layouts, helpers run on XLA's
+  intra-op thread pool. Compiled from ``kernels/cpu/`` on first use into a cache
+  directory (:mod:`jaxq.kernels.cpu.build`); on a machine without a compiler or without
+  those CPU features the reference runs instead after a one-line warning.
 * GPU kernels register the same way (:mod:`jaxq.kernels.gpu`).
 
-Adding a backend: ``register_backend(Backend(name, platform, matmul=fn,
-supports=predicate, priority=...))`` where ``fn(problem: MatmulProblem, args:
-MatmulArgs)`` returns the ``(m, n)`` result and ``predicate(problem)`` is a static check
-(shapes, modes, weight layout). Dispatch is resolved per platform at lowering time with
-``jax.lax.platform_dependent``, defaulting to the reference.
+Adding a backend
+----------------
+``register_backend(Backend(name, platform, matmul=fn, supports=predicate, priority=p,
+conv2d=conv_fn, supports_conv2d=conv_predicate, available=is_usable))``:
+
+* ``platform`` is a JAX platform name (``"cpu"``, ``"cuda"``, ``"rocm"``, ``"tpu"``);
+* ``fn(problem: MatmulProblem, args: MatmulArgs) -> (m, n)``: ``args.x`` is already 2-D,
+  ``args.weight`` is the :class:`PackedWeight` (read any layout with
+  :func:`weight_values`, or accept only your own layout in ``predicate``);
+* ``predicate(problem) -> bool`` is static (shapes, mode, dtypes, weight layout);
+* optionally claim the default packing layout for weights you run with
+  :func:`jaxq.kernels.weights.add_default_layout_hook` and
+  :func:`register_weight_layout` (pack / unpack functions).
+
+Per call, the highest-priority available backend that accepts the problem is chosen for
+each platform and the candidates are wrapped in ``jax.lax.platform_dependent`` (decided
+when the computation is lowered for its device), with the reference as the default.
+Nothing depends on values, so a second jitted call with the same shapes never recompiles.
+``backend="xla"`` or ``backend="<name>"`` forces a choice (ValueError if it cannot run).
 
 Example:
   >>> import jax, jax.numpy as jnp

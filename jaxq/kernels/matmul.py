@@ -165,7 +165,7 @@ def quantized_matmul(x: jax.Array, weight: PackedWeight, x_scale: Any = None,
       >>> w = pack_weight(jnp.array([[1, 2], [3, -4]], jnp.int8), jnp.float32(0.5))
       >>> x = jnp.array([[10, 20]], jnp.uint8)
       >>> quantized_matmul(x, w, jnp.float32(0.1), jnp.int32(10)).tolist()
-      [[0.5, -2.0]]
+      [[1.0, -2.0]]
       >>> y = quantized_matmul(jnp.ones((2, 2)), w, dynamic=DynamicQuantization())
     """
     if not isinstance(weight, PackedWeight):

@@ -18,12 +18,12 @@ How torch's module machinery maps onto NNX:
 * Flax's ``nnx.Conv`` is rank-agnostic; mappings hold a
   :class:`~jaxq.backend_config.type_names.ByRank` value for it.
 
-Atomicity: every public function works on a deep copy and, with ``inplace=True``,
-moves the finished result into the given model object at the end. An error (no
+Atomicity: ``inplace=False`` works on a copy (``nnx.clone``). ``inplace=True`` first
+runs the transformation on a copy and only then on the model itself, so an error (no
 qconfig anywhere, an unsupported module, converting a model that was never prepared,
-a bad observer constructor) therefore leaves the model exactly as it was. With
-``inplace=True`` the root object is updated; references to its old submodules are not
-(torch mutates those too).
+a bad observer constructor) leaves the model exactly as it was, while a success mutates
+it in place as torch does. ``quantize``/``quantize_qat`` apply this to each step around
+``run_fn``.
 
 Deviations from torch: ``prepare``/``prepare_qat`` raise ValueError when no submodule has
 a qconfig (torch only warns); ``convert`` raises ValueError for a model that has no
@@ -155,19 +155,20 @@ def _is_training(model: nnx.Module) -> bool:
     return True
 
 
-def _transplant(target: nnx.Module, source: nnx.Module) -> nnx.Module:
-    """Makes ``target`` the object ``source`` is (contents and class)."""
-    if target is source:
-        return target
-    attributes = dict(vars(source))
-    vars(target).clear()
-    vars(target).update(attributes)
-    target.__class__ = source.__class__
-    return target
+def _apply(model: nnx.Module, inplace: bool, transform: Callable[[nnx.Module], Any]
+           ) -> nnx.Module:
+    """Runs ``transform`` (an in-place edit) on a copy, or validated in place.
 
-
-def _finish(model: nnx.Module, work: nnx.Module, inplace: bool) -> nnx.Module:
-    return _transplant(model, work) if inplace else work
+    ``inplace=False``: on a copy, which is returned. ``inplace=True``: first on a copy, so
+    that any error surfaces before ``model`` is touched, then on ``model`` itself (torch's
+    in-place semantics: references to submodules see the change).
+    """
+    work = copy_model(model)
+    transform(work)
+    if not inplace:
+        return work
+    transform(model)
+    return model
 
 
 def _check_bool(value: Any, argument: str) -> bool:
@@ -265,9 +266,8 @@ def propagate_qconfig_(module: nnx.Module, qconfig_dict: Any = None,
       (True, None)
     """
     check_module(module, "module")
-    work = copy_model(module)
-    _propagate(work, qconfig_dict, prepare_custom_config_dict)
-    _transplant(module, work)
+    _apply(module, True,
+           lambda m: _propagate(m, qconfig_dict, prepare_custom_config_dict))
 
 
 # --------------------------------------------------------------------------------------
@@ -375,9 +375,8 @@ def prepare(model: nnx.Module, inplace: bool = False, allow_list: Any = None,
     """
     check_module(model)
     _check_bool(inplace, "inplace")
-    work = copy_model(model)
-    _prepare(work, allow_list, observer_non_leaf_module_list, prepare_custom_config_dict)
-    return _finish(model, work, inplace)
+    return _apply(model, inplace, lambda m: _prepare(
+        m, allow_list, observer_non_leaf_module_list, prepare_custom_config_dict))
 
 
 def prepare_qat(model: nnx.Module, mapping: dict | None = None, inplace: bool = False
@@ -399,16 +398,18 @@ def prepare_qat(model: nnx.Module, mapping: dict | None = None, inplace: bool = 
                          "or deterministic=True)")
     if mapping is None:
         mapping = get_default_qat_module_mappings()
-    work = copy_model(model)
-    _propagate(work, None)
-    if not any(vars(m).get("qconfig") for _, m in named_modules(work)):
-        raise ValueError("None of the submodule got qconfig applied. Assign `.qconfig` "
-                         "(e.g. model.qconfig = jaxq.qconfig.get_default_qat_qconfig('x86'))"
-                         " before prepare_qat")
-    _convert(work, mapping, is_reference=False, convert_custom_config_dict=None,
-             use_precomputed_fake_quant=False)
-    _prepare(work, None, mapping_classes(mapping.values()), None)
-    return _finish(model, work, inplace)
+
+    def transform(work: nnx.Module) -> None:
+        _propagate(work, None)
+        if not any(getattr(m, "qconfig", None) for _, m in named_modules(work)):
+            raise ValueError("None of the submodule got qconfig applied. Assign `.qconfig` "
+                             "(e.g. model.qconfig = "
+                             "jaxq.qconfig.get_default_qat_qconfig('x86')) before prepare_qat")
+        _convert(work, mapping, is_reference=False, convert_custom_config_dict=None,
+                 use_precomputed_fake_quant=False)
+        _prepare(work, None, mapping_classes(mapping.values()), None)
+
+    return _apply(model, inplace, transform)
 
 
 # --------------------------------------------------------------------------------------
@@ -580,18 +581,20 @@ def convert(module: nnx.Module, mapping: dict | None = None, inplace: bool = Fal
     _check_bool(inplace, "inplace")
     _check_bool(remove_qconfig, "remove_qconfig")
     _check_prepared(module, mapping, is_reference)
-    work = copy_model(module)
-    swapped = _convert(work, mapping, is_reference, convert_custom_config_dict,
-                       use_precomputed_fake_quant)
-    if swapped == 0 and not any(is_activation_post_process(m)
-                                for _, m in named_modules(work)):
-        raise ValueError("convert() got a model that was not prepared: no submodule has "
-                         "an observer or a quantized counterpart with a qconfig (a qconfig "
-                         "set on a parent is only propagated by prepare()). Run prepare() "
-                         "and calibrate (or prepare_qat() and train) first")
-    if remove_qconfig:
-        _remove_qconfig(work)
-    return _finish(module, work, inplace)
+
+    def transform(work: nnx.Module) -> None:
+        swapped = _convert(work, mapping, is_reference, convert_custom_config_dict,
+                           use_precomputed_fake_quant)
+        if swapped == 0 and not any(is_activation_post_process(m)
+                                    for _, m in named_modules(work)):
+            raise ValueError("convert() got a model that was not prepared: no submodule "
+                             "has an observer or a quantized counterpart with a qconfig (a "
+                             "qconfig set on a parent is only propagated by prepare()). Run "
+                             "prepare() and calibrate (or prepare_qat() and train) first")
+        if remove_qconfig:
+            _remove_qconfig(work)
+
+    return _apply(module, inplace, transform)
 
 
 # --------------------------------------------------------------------------------------
@@ -608,13 +611,13 @@ def quantize(model: nnx.Module, run_fn: Callable, run_args: Any, mapping: dict |
         raise TypeError(f"run_fn={run_fn!r} must be callable as run_fn(model, *run_args)")
     if mapping is None:
         mapping = get_default_static_quant_module_mappings()
-    work = copy_model(model)
-    work.eval()
-    _prepare(work, None, None, None)
-    run_fn(work, *run_args)
-    _convert(work, mapping, False, None, False)
-    _remove_qconfig(work)
-    return _finish(model, work, inplace)
+    if not inplace:
+        model = copy_model(model)
+    model.eval()
+    prepare(model, inplace=True)
+    run_fn(model, *run_args)
+    convert(model, mapping, inplace=True)
+    return model
 
 
 def _dynamic_qconfig_spec(qconfig_spec: Any, dtype: Any) -> dict[Any, Any]:
@@ -670,12 +673,14 @@ def quantize_dynamic(model: nnx.Module, qconfig_spec: Any = None, dtype: Any = d
     qconfig_spec = _dynamic_qconfig_spec(qconfig_spec, dtype)
     if mapping is None:
         mapping = get_default_dynamic_quant_module_mappings()
-    work = copy_model(model)
-    work.eval()
-    _propagate(work, qconfig_spec)
-    _convert(work, mapping, False, None, False)
-    _remove_qconfig(work)
-    return _finish(model, work, inplace)
+
+    def transform(work: nnx.Module) -> None:
+        work.eval()
+        _propagate(work, qconfig_spec)
+        _convert(work, mapping, False, None, False)
+        _remove_qconfig(work)
+
+    return _apply(model, inplace, transform)
 
 
 def quantize_qat(model: nnx.Module, run_fn: Callable, run_args: Any, inplace: bool = False
@@ -686,14 +691,13 @@ def quantize_qat(model: nnx.Module, run_fn: Callable, run_args: Any, inplace: bo
     _check_bool(inplace, "inplace")
     if not callable(run_fn):
         raise TypeError(f"run_fn={run_fn!r} must be callable as run_fn(model, *run_args)")
-    work = copy_model(model)
-    work.train()
-    work = prepare_qat(work, inplace=False)
-    run_fn(work, *run_args)
-    _check_prepared(work, None, False)
-    _convert(work, None, False, None, False)
-    _remove_qconfig(work)
-    return _finish(model, work, inplace)
+    if not inplace:
+        model = copy_model(model)
+    model.train()
+    prepare_qat(model, inplace=True)
+    run_fn(model, *run_args)
+    convert(model, inplace=True)
+    return model
 
 
 def add_quant_dequant(module: nnx.Module) -> nnx.Module:

@@ -282,8 +282,10 @@ def test_inplace_true_updates_the_given_object(rng):
     model = FlaxCNN(nnx.Rngs(0))
     model.eval()
     model.qconfig = jqconfig.default_qconfig
+    conv1 = model.conv1
     assert prepare(model, inplace=True) is model
-    assert type(model.conv1).__name__ == "ObservedConv"
+    assert model.conv1 is conv1  # mutated in place, as torch does
+    assert type(conv1).__name__ == "ObservedConv"
     model(jnp.asarray(rng.normal(size=(2, 8, 8, 1)), jnp.float32))
     assert convert(model, inplace=True) is model
     assert type(model.conv1) is nnq.Conv2d and type(model.quant) is nnq.Quantize

@@ -23,7 +23,6 @@ from jaxq.eager import convert, fuse_modules, prepare, quantize, quantize_dynami
 from tests.eager._models import (
     CNN_FUSE,
     MLP_FUSE,
-    FlaxCNN,
     nchw,
     twin_cnn,
     twin_mlp,

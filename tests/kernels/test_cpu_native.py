@@ -152,7 +152,7 @@ def test_falls_back_to_xla_without_a_compiler(tmp_path):
         print("VALUE", float(y[0, 0]))
     """)
     result = _run(script, {"CXX": "/nonexistent/c++", "PATH": "/nonexistent",
-                           "JAXQ_CACHE_DIR": str(tmp_path)})
+                           "JAXQ_CACHE_DIR": str(tmp_path), "JAXQ_DISABLE_NATIVE": ""})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LAYOUT nk AVAILABLE False WARNINGS 1" in result.stdout, result.stdout
     assert "XLA path" in result.stdout

@@ -84,6 +84,8 @@ from jaxq.kernels.registry import (
 from jaxq.kernels.weights import (
     PackedWeight, WeightLayout, WeightSpec, pack_weight, register_weight_layout,
     weight_values)
+# Registers the Pallas GPU backend; it is selected only on CUDA devices.
+from jaxq.kernels import gpu as _gpu  # noqa: E402  (after the names it builds on)
 
 __all__ = [
     "Backend", "Conv2dArgs", "Conv2dProblem", "PackedConvWeight", "pack_conv_weight",

@@ -99,7 +99,8 @@ def test_weight_only_matches(rng, bits, group, zero_point, m):
         q = jnp.asarray(rng.integers(-8, 8, (n, k)), jnp.int8)
         scale = jnp.asarray(rng.uniform(0.01, 0.1, (n, k // group)), jnp.float32)
         zp = jnp.asarray(rng.integers(-2, 2, (n, k // group)), jnp.int32) if zero_point else None
-    weight = pack_weight(q, scale, zp, bits=bits)
+    # The GPU kernels read the portable layouts (the default here is the native CPU one).
+    weight = pack_weight(q, scale, zp, bits=bits, layout="nk" if bits == 8 else "nk4")
     x = jnp.asarray(rng.normal(size=(m, k)), jnp.float32)
     got, expected = _both(x, weight, bias=jnp.ones(n, jnp.float32), relu=True)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)

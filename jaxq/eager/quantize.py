@@ -5,8 +5,8 @@
 ``quantize`` / ``quantize_qat``. Same arguments and defaults as torch.
 
 The workflow is split by concept: :mod:`jaxq.eager.propagate` (``propagate_qconfig_``),
-:mod:`jaxq.eager.prepare` (``prepare``, ``prepare_qat``, ``add_quant_dequant``),
-:mod:`jaxq.eager.convert` (``convert``, ``swap_module``) and this module (the one-call
+:mod:`jaxq.eager.preparation` (``prepare``, ``prepare_qat``, ``add_quant_dequant``),
+:mod:`jaxq.eager.conversion` (``convert``, ``swap_module``) and this module (the one-call
 workflows); every name stays importable from here.
 
 How torch's module machinery maps onto NNX:
@@ -77,7 +77,7 @@ from jaxq.eager._common import (  # noqa: F401  (re-exported)
     get_default_custom_config_dict,
 )
 from jaxq.eager._tree import check_module, copy_model, named_children
-from jaxq.eager.convert import (  # noqa: F401  (re-exported)
+from jaxq.eager.conversion import (  # noqa: F401  (re-exported)
     _check_prepared,
     _convert,
     _convert_children,
@@ -88,7 +88,7 @@ from jaxq.eager.convert import (  # noqa: F401  (re-exported)
     convert,
     swap_module,
 )
-from jaxq.eager.prepare import (  # noqa: F401  (re-exported)
+from jaxq.eager.preparation import (  # noqa: F401  (re-exported)
     _add_observer_,
     _is_memoryless,
     _prepare,

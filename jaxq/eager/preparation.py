@@ -21,7 +21,7 @@ from jaxq.eager._common import (
     get_default_custom_config_dict,
 )
 from jaxq.eager._tree import check_module, named_children, named_modules, set_child
-from jaxq.eager.convert import _convert
+from jaxq.eager.conversion import _convert
 from jaxq.eager.hooks import add_activation_post_process, type_before_observation
 from jaxq.eager.propagate import _propagate
 from jaxq.eager.stubs import DeQuantStub, QuantWrapper

@@ -11,36 +11,19 @@ Example:
 
 from __future__ import annotations
 
-from jaxq.backend_config import _common
-from jaxq.backend_config.backend_config import BackendConfig, DTypeConfig
-from jaxq.core import dtypes
+from jaxq.backend_config import _common, native
+from jaxq.backend_config.backend_config import BackendConfig
 
 __all__ = ["get_x86_backend_config"]
 
-x86_weighted_op_int8_dtype_config = DTypeConfig(
-    input_dtype=dtypes.quint8, output_dtype=dtypes.quint8, weight_dtype=dtypes.qint8,
-    bias_dtype=dtypes.float32)
-
-x86_default_op_quint8_dtype_config = DTypeConfig(
-    input_dtype=dtypes.quint8, output_dtype=dtypes.quint8)
-
-x86_default_op_fp16_dtype_config = DTypeConfig(
-    input_dtype=dtypes.float16, output_dtype=dtypes.float16, weight_dtype=dtypes.float16,
-    bias_dtype=dtypes.float16)
-
-x86_default_dynamic_int8_dtype_config = DTypeConfig(
-    input_dtype=dtypes.quint8, output_dtype=dtypes.float32, weight_dtype=dtypes.qint8,
-    bias_dtype=dtypes.float32, is_dynamic=True)
-
-x86_default_dynamic_float16_dtype_config = DTypeConfig(
-    input_dtype=dtypes.float16, output_dtype=dtypes.float32, weight_dtype=dtypes.float16,
-    bias_dtype=dtypes.float32, is_dynamic=True)
-
-x86_weight_only_quint8_dtype_config = DTypeConfig(
-    input_dtype=dtypes.float32, output_dtype=dtypes.float32, weight_dtype=dtypes.quint8)
-
-x86_weight_only_quint4x2_dtype_config = DTypeConfig(
-    input_dtype=dtypes.float32, output_dtype=dtypes.float32, weight_dtype=dtypes.quint4x2)
+# torch defines these again for x86 with the same values; frozen DTypeConfigs can be shared.
+x86_weighted_op_int8_dtype_config = native.weighted_op_quint8_dtype_config
+x86_default_op_quint8_dtype_config = native.default_op_quint8_dtype_config
+x86_default_op_fp16_dtype_config = native.default_op_fp16_dtype_config
+x86_default_dynamic_int8_dtype_config = native.default_dynamic_int8_dtype_config
+x86_default_dynamic_float16_dtype_config = native.default_dynamic_float16_dtype_config
+x86_weight_only_quint8_dtype_config = native.weight_only_quint8_dtype_config
+x86_weight_only_quint4x2_dtype_config = native.weight_only_quint4x2_dtype_config
 
 
 def get_x86_backend_config() -> BackendConfig:

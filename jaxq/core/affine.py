@@ -326,10 +326,15 @@ def _tinygemm_unclamped(x, scale, zero_point, qmin, qmax):
     return round_ste(exact_divide(x - min_val, scale))
 
 
-def _quantize_blocks(x, scale, zero_point, qmin, qmax, domain):
+def _unclamped_blocks(x, scale, zero_point, qmin, qmax, domain):
+    """The rounded values before the clamp, in the zero-point domain's formula."""
     if domain is ZeroPointDomain.FLOAT:
-        return _clamp(_tinygemm_unclamped(x, scale, zero_point, qmin, qmax), qmin, qmax)
-    return quantize_values(x, scale, zero_point, qmin, qmax)
+        return _tinygemm_unclamped(x, scale, zero_point, qmin, qmax)
+    return rounded_values(x, scale, zero_point)
+
+
+def _quantize_blocks(x, scale, zero_point, qmin, qmax, domain):
+    return _clamp(_unclamped_blocks(x, scale, zero_point, qmin, qmax, domain), qmin, qmax)
 
 
 def _dequantize_blocks(q, scale, zero_point, qmin, qmax, domain, output_dtype):
@@ -418,13 +423,11 @@ def fake_quantize_affine_cachemask(input: jax.Array, block_size: Sequence[int],
     if zero_point_domain is ZeroPointDomain.INT:
         check_zero_point(zero_point, qmin, qmax)
     blocks, scale, zero_point = _blocked(input, block_size, scale, zero_point)
-    q = _quantize_blocks(blocks, scale, zero_point, qmin, qmax, zero_point_domain)
+    # Round once; the clamp and the mask both read the unclamped values.
+    unclamped = _unclamped_blocks(blocks, scale, zero_point, qmin, qmax, zero_point_domain)
+    q = _clamp(unclamped, qmin, qmax)
     out = _dequantize_blocks(q, scale, zero_point, qmin, qmax, zero_point_domain,
                              input.dtype)
-    if zero_point_domain is ZeroPointDomain.FLOAT:
-        unclamped = _tinygemm_unclamped(blocks, scale, zero_point, qmin, qmax)
-    else:
-        unclamped = rounded_values(blocks, scale, zero_point)
     # torchao's clamp keeps NaN, so NaN inputs fake-quantize to NaN.
     out = jnp.where(jnp.isnan(unclamped), jnp.asarray(jnp.nan, out.dtype), out)
     mask = (unclamped >= qmin) & (unclamped <= qmax)

@@ -32,6 +32,12 @@ __all__ = ["BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm
            "InstanceNorm2d", "InstanceNorm3d"]
 
 
+def _float_buffer(value: Any) -> QuantizedBuffer:
+    """An optional float32 parameter (array, nnx.Variable or None) as module state."""
+    return QuantizedBuffer(None if value is None
+                           else jnp.asarray(_utils.variable_value(value), jnp.float32))
+
+
 def _vector(value: Any, size: int, default: float) -> jnp.ndarray:
     value = _utils.variable_value(value)
     if value is None:
@@ -139,11 +145,8 @@ class LayerNorm(_Normalization):
                                  else tuple(int(s) for s in normalized_shape))
         self.eps = float(eps)
         self.elementwise_affine = bool(elementwise_affine)
-        self.weight = QuantizedBuffer(None if weight is None
-                                      else jnp.asarray(_utils.variable_value(weight),
-                                                       jnp.float32))
-        self.bias = QuantizedBuffer(None if bias is None
-                                    else jnp.asarray(_utils.variable_value(bias), jnp.float32))
+        self.weight = _float_buffer(weight)
+        self.bias = _float_buffer(bias)
         self._init_qparams()
         self._set_output(*_utils.output_qparams(scale, zero_point))
 
@@ -178,10 +181,8 @@ class GroupNorm(_Normalization):
         self.num_channels = int(num_channels)
         self.eps = float(eps)
         self.affine = bool(affine)
-        self.weight = QuantizedBuffer(None if weight is None else jnp.asarray(
-            _utils.variable_value(weight), jnp.float32))
-        self.bias = QuantizedBuffer(None if bias is None else jnp.asarray(
-            _utils.variable_value(bias), jnp.float32))
+        self.weight = _float_buffer(weight)
+        self.bias = _float_buffer(bias)
         self._init_qparams()
         self._set_output(*_utils.output_qparams(scale, zero_point))
 
@@ -218,10 +219,8 @@ class _InstanceNorm(_Normalization):
         self.momentum = momentum
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.weight = QuantizedBuffer(None if weight is None else jnp.asarray(
-            _utils.variable_value(weight), jnp.float32))
-        self.bias = QuantizedBuffer(None if bias is None else jnp.asarray(
-            _utils.variable_value(bias), jnp.float32))
+        self.weight = _float_buffer(weight)
+        self.bias = _float_buffer(bias)
         self._init_qparams()
         self._set_output(*_utils.output_qparams(scale, zero_point))
 

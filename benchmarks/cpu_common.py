@@ -4,6 +4,14 @@ Every contender runs in the same process, round-robin: each round times ``inner`
 of every function in a rotated order, so load from other processes hits all of them
 alike; the reported figure is the median over rounds of the per-call time.
 
+Settling: two thread runtimes share the process, and each keeps its workers spinning for
+a while after a call (measured here: torch's libgomp team burns 4-11 ms of CPU after a
+call, XLA's Eigen pool under 1 ms). Timed back to back, the contender that runs second
+would share its cores with the first one's spinning workers for the start of its batch.
+So before each timed batch the script sleeps ``settle_s`` (default 30 ms: every runtime's
+workers have parked) and makes one untimed call (every runtime's workers are awake, as
+in a loop of calls). ``--settle 0`` times the batches back to back.
+
 Two clocks: ``wall`` (``time.perf_counter``, what a user waits) and ``cpu``
 (``time.process_time``: CPU seconds of the whole process, every thread). On a machine
 shared with other work, wall time of multi-threaded code measures the scheduler as much
@@ -28,6 +36,8 @@ def common_args(argv=None):
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--settle", type=float, default=0.03,
+                        help="seconds of sleep before each timed batch (0: none)")
     return parser.parse_known_args(argv)
 
 
@@ -43,7 +53,8 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 25, inner: int | None = None,
-                budget_s: float = 0.05, clock: str = "wall") -> dict[str, float]:
+                budget_s: float = 0.05, clock: str = "wall",
+                settle_s: float = 0.03) -> dict[str, float]:
     """Median seconds per call of each function (see the module docstring)."""
     for fn in fns.values():  # compile / warm caches
         for _ in range(3):
@@ -62,6 +73,9 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 25, inner: i
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             fn = fns[name]
+            if settle_s > 0:
+                time.sleep(settle_s)
+                fn()
             start = now()
             for _ in range(inner):
                 fn()

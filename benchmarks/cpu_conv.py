@@ -71,7 +71,8 @@ def bench(batch, rounds, rng, c=64, o=64, hw=56):
         "torch_x86": lambda: torch_run("x86"),
         "jaxq": lambda: native(xj, packed, bj).block_until_ready(),
         "jaxq_xla": lambda: reference(xj, packed_nk, bj).block_until_ready(),
-    }, rounds=rounds, clock=COMMON.clock)
+    }, rounds=rounds, clock=COMMON.clock,
+                        settle_s=COMMON.settle)
     return times, 2.0 * batch * hw * hw * o * c * 9, exact
 
 

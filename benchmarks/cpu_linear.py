@@ -54,7 +54,8 @@ def bench_shape(m, k, n, rounds, rng):
         "jaxq": lambda: native(xj, w, bj).block_until_ready(),
         "jaxq_xla": lambda: reference(xj, w_nk, bj).block_until_ready(),
     }
-    times = interleaved(fns, rounds=rounds, clock=COMMON.clock)
+    times = interleaved(fns, rounds=rounds, clock=COMMON.clock,
+                        settle_s=COMMON.settle)
     ops = 2.0 * m * k * n
     return times, ops, exact
 

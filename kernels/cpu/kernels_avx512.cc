@@ -143,54 +143,85 @@ inline __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
 
-// generic.h's epilogue_row, 16 columns at a time (same operations, same rounding).
-void epilogue_row_avx512(const GemmArgs& g, int64_t m, int64_t n0, int64_t nc,
-                         const int32_t* acc) {
-  const int32_t zx = g.zx_row ? g.zx_row[m] : g.zx;
-  const __m512i va = _mm512_set1_epi32(wrap_mul(-1, zx));
-  const __m512i vb = _mm512_set1_epi32(
-      g.zw ? wrap_add(wrap_mul(static_cast<int32_t>(g.K), zx), wrap_mul(-1, g.row_sums[m])) : 0);
-  const int64_t row = m * g.N + n0;
-  const float sx = g.sx_row ? g.sx_row[m] : g.sx;
+// generic.h's epilogue_row for the rows [m, m + mr) of one tile (row r's accumulators at
+// C + r * kPanel), 16 columns at a time, with the same operations and rounding. The
+// per-column parameters are loaded once per tile, not once per row.
+void epilogue_tile_avx512(const GemmArgs& g, int64_t m, int mr, int64_t n0, int64_t nc,
+                          const int32_t* C) {
+  const __m512i zero = _mm512_setzero_si512();
   const int32_t lo = g.relu ? g.out_zp : g.qlo;
   for (int64_t j = 0; j < nc; j += 16) {
     const __mmask16 mask = tail_mask(nc - j);
-    __m512i v = _mm512_loadu_si512(acc + j);
-    if (g.col_offset) {
-      v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(mask, g.col_offset + n0 + j));
-    } else {
-      v = _mm512_add_epi32(
-          v, _mm512_mullo_epi32(va, _mm512_maskz_loadu_epi32(mask, g.col_sums + n0 + j)));
-    }
-    if (g.zw) {
-      const __m512i zw = g.zw_stride ? _mm512_maskz_loadu_epi32(mask, g.zw + n0 + j)
+    const bool full = nc - j >= 16;
+    const int64_t col = n0 + j;
+    const __m512i col_term =
+        _mm512_maskz_loadu_epi32(mask, g.col_offset ? g.col_offset + col : g.col_sums + col);
+    const __m512i zw = !g.zw ? zero
+                       : g.zw_stride ? _mm512_maskz_loadu_epi32(mask, g.zw + col)
                                      : _mm512_set1_epi32(g.zw[0]);
-      v = _mm512_add_epi32(v, _mm512_mullo_epi32(vb, zw));
+    // float output: weight scale and bias; requantized output: multiplier and bias / scale.
+    __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps();
+    if (g.out_kind == kOutF32) {
+      p0 = g.sw_stride ? _mm512_maskz_loadu_ps(mask, g.sw + col) : _mm512_set1_ps(g.sw[0]);
+      if (g.bias) p1 = _mm512_maskz_loadu_ps(mask, g.bias + col);
+    } else if (g.out_kind != kOutInt32) {
+      p0 = _mm512_maskz_loadu_ps(mask, g.rq_mult + col);
+      if (g.rq_bias) p1 = _mm512_maskz_loadu_ps(mask, g.rq_bias + col);
     }
-    switch (g.out_kind) {
-      case kOutInt32:
-        _mm512_mask_storeu_epi32(static_cast<int32_t*>(g.out) + row + j, mask, v);
-        break;
-      case kOutF32: {
-        const __m512 sw = g.sw_stride ? _mm512_maskz_loadu_ps(mask, g.sw + n0 + j)
-                                      : _mm512_set1_ps(g.sw[0]);
-        const __m512 mult = _mm512_mul_ps(_mm512_set1_ps(sx), sw);
-        const __m512 value = _mm512_cvtepi32_ps(v);
-        __m512 y = g.bias ? _mm512_fmadd_ps(value, mult, _mm512_maskz_loadu_ps(mask, g.bias + n0 + j))
-                          : _mm512_mul_ps(value, mult);
-        if (g.relu) y = _mm512_max_ps(y, _mm512_setzero_ps());
-        _mm512_mask_storeu_ps(static_cast<float*>(g.out) + row + j, mask, y);
-        break;
+    for (int r = 0; r < mr; ++r) {
+      const int64_t row = m + r;
+      const int32_t zx = g.zx_row ? g.zx_row[row] : g.zx;
+      __m512i v = _mm512_loadu_si512(C + r * kPanel + j);
+      v = _mm512_add_epi32(v, g.col_offset ? col_term
+                                           : _mm512_mullo_epi32(
+                                                 _mm512_set1_epi32(wrap_mul(-1, zx)), col_term));
+      if (g.zw) {
+        const int32_t b = wrap_add(wrap_mul(static_cast<int32_t>(g.K), zx),
+                                   wrap_mul(-1, g.row_sums[row]));
+        v = _mm512_add_epi32(v, _mm512_mullo_epi32(_mm512_set1_epi32(b), zw));
       }
-      default: {
-        __m512 value = _mm512_cvtepi32_ps(v);
-        if (g.rq_bias) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, g.rq_bias + n0 + j));
-        __m512 scaled = _mm512_mul_ps(value, _mm512_maskz_loadu_ps(mask, g.rq_mult + n0 + j));
-        scaled = _mm512_min_ps(_mm512_max_ps(scaled, _mm512_set1_ps(-2147483648.0f)),
-                               _mm512_set1_ps(2147483392.0f));
-        __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), _mm512_set1_epi32(g.out_zp));
-        q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(lo)), _mm512_set1_epi32(g.qhi));
-        _mm512_mask_cvtepi32_storeu_epi8(static_cast<int8_t*>(g.out) + row + j, mask, q);
+      const int64_t at = row * g.N + col;
+      switch (g.out_kind) {
+        case kOutInt32: {
+          int32_t* dst = static_cast<int32_t*>(g.out) + at;
+          if (full) {
+            _mm512_storeu_si512(dst, v);
+          } else {
+            _mm512_mask_storeu_epi32(dst, mask, v);
+          }
+          break;
+        }
+        case kOutF32: {
+          const float sx = g.sx_row ? g.sx_row[row] : g.sx;
+          const __m512 mult = _mm512_mul_ps(_mm512_set1_ps(sx), p0);
+          const __m512 value = _mm512_cvtepi32_ps(v);
+          __m512 y = g.bias ? _mm512_fmadd_ps(value, mult, p1) : _mm512_mul_ps(value, mult);
+          if (g.relu) y = _mm512_max_ps(y, _mm512_setzero_ps());
+          float* dst = static_cast<float*>(g.out) + at;
+          if (full) {
+            _mm512_storeu_ps(dst, y);
+          } else {
+            _mm512_mask_storeu_ps(dst, mask, y);
+          }
+          break;
+        }
+        default: {
+          __m512 value = _mm512_cvtepi32_ps(v);
+          if (g.rq_bias) value = _mm512_add_ps(value, p1);
+          __m512 scaled = _mm512_mul_ps(value, p0);
+          scaled = _mm512_min_ps(_mm512_max_ps(scaled, _mm512_set1_ps(-2147483648.0f)),
+                                 _mm512_set1_ps(2147483392.0f));
+          __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), _mm512_set1_epi32(g.out_zp));
+          q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(lo)),
+                               _mm512_set1_epi32(g.qhi));
+          const __m128i bytes = _mm512_cvtepi32_epi8(q);
+          int8_t* dst = static_cast<int8_t*>(g.out) + at;
+          if (full) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), bytes);
+          } else {
+            _mm_mask_storeu_epi8(dst, mask, bytes);
+          }
+        }
       }
     }
   }
@@ -240,7 +271,7 @@ void gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
       for (int64_t m = mb; m < me; m += kMR) {
         const int mr = static_cast<int>(std::min<int64_t>(kMR, me - m));
         pick(mr, nv)(g.A + m * g.lda, g.lda, panel, k4, C);
-        for (int r = 0; r < mr; ++r) epilogue_row_avx512(g, m + r, n0, nc, C + r * kPanel);
+        epilogue_tile_avx512(g, m, mr, n0, nc, C);
       }
     }
   }
@@ -257,12 +288,22 @@ void conv_rows(const GemmArgs& base, const ConvGeometry& cg, int64_t m0, int64_t
   const bool in_place = base.zw == nullptr && cg.c % 4 == 0;
   thread_local std::vector<const uint8_t*> ptrs;
   thread_local std::vector<uint8_t> pad_row;
+  thread_local std::vector<int64_t> tap_offset;
   if (in_place) {
     ptrs.resize(taps * kMR);
     pad_row.assign(cg.c, cg.pad);
+    tap_offset.resize(taps);
+    for (int64_t i = 0; i < cg.kh; ++i) {
+      for (int64_t j = 0; j < cg.kw; ++j) {
+        tap_offset[i * cg.kw + j] = (i * cg.dh * cg.w + j * cg.dw) * cg.c;
+      }
+    }
   }
   alignas(64) int32_t C[kMR * kPanel];
   const int64_t plane = cg.out_h * cg.out_w;
+  const int64_t span_h = (cg.kh - 1) * cg.dh, span_w = (cg.kw - 1) * cg.dw;
+  // Output position of row m, advanced row by row (no divisions per tile).
+  int64_t img = m0 / plane, oh = (m0 % plane) / cg.out_w, ow = (m0 % plane) % cg.out_w;
   for (int64_t m = m0; m < m1; m += kMR) {
     const int mr = static_cast<int>(std::min<int64_t>(kMR, m1 - m));
     GemmArgs g = base;
@@ -270,16 +311,26 @@ void conv_rows(const GemmArgs& base, const ConvGeometry& cg, int64_t m0, int64_t
     g.out = static_cast<uint8_t*>(base.out) + m * base.N * cg.out_elem;
     if (in_place) {
       for (int r = 0; r < mr; ++r) {
-        const int64_t img = (m + r) / plane, pix = (m + r) % plane;
-        const int64_t ih0 = (pix / cg.out_w) * cg.sh - cg.pt;
-        const int64_t iw0 = (pix % cg.out_w) * cg.sw - cg.pl;
-        for (int64_t i = 0; i < cg.kh; ++i) {
-          const int64_t ih = ih0 + i * cg.dh;
-          for (int64_t j = 0; j < cg.kw; ++j) {
-            const int64_t iw = iw0 + j * cg.dw;
-            const bool inside = ih >= 0 && ih < cg.h && iw >= 0 && iw < cg.w;
-            ptrs[(i * cg.kw + j) * mr + r] =
-                inside ? cg.x + ((img * cg.h + ih) * cg.w + iw) * cg.c : pad_row.data();
+        const int64_t ih0 = oh * cg.sh - cg.pt, iw0 = ow * cg.sw - cg.pl;
+        if (ih0 >= 0 && ih0 + span_h < cg.h && iw0 >= 0 && iw0 + span_w < cg.w) {
+          const uint8_t* corner = cg.x + ((img * cg.h + ih0) * cg.w + iw0) * cg.c;
+          for (int64_t t = 0; t < taps; ++t) ptrs[t * mr + r] = corner + tap_offset[t];
+        } else {  // the window crosses the border: zero-point bytes outside the image
+          for (int64_t i = 0; i < cg.kh; ++i) {
+            const int64_t ih = ih0 + i * cg.dh;
+            for (int64_t j = 0; j < cg.kw; ++j) {
+              const int64_t iw = iw0 + j * cg.dw;
+              const bool inside = ih >= 0 && ih < cg.h && iw >= 0 && iw < cg.w;
+              ptrs[(i * cg.kw + j) * mr + r] =
+                  inside ? cg.x + ((img * cg.h + ih) * cg.w + iw) * cg.c : pad_row.data();
+            }
+          }
+        }
+        if (++ow == cg.out_w) {
+          ow = 0;
+          if (++oh == cg.out_h) {
+            oh = 0;
+            ++img;
           }
         }
       }
@@ -298,7 +349,7 @@ void conv_rows(const GemmArgs& base, const ConvGeometry& cg, int64_t m0, int64_t
       } else {
         pick(mr, nv)(scratch, base.Kp, panel, base.Kp / 4, C);
       }
-      for (int r = 0; r < mr; ++r) epilogue_row_avx512(g, r, n0, nc, C + r * kPanel);
+      epilogue_tile_avx512(g, 0, mr, n0, nc, C);
     }
   }
 }

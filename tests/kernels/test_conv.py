@@ -98,6 +98,29 @@ def test_conv_int32_accumulators_are_exact(rng, backend, x_dtype):
     np.testing.assert_array_equal(got, _exact_conv(x, zx, w, zw, stride, pads, dilation))
 
 
+# (N, H, W, C, O, (kh, kw), stride, pads, dilation): C % 4 == 0 and symmetric weights, so
+# the native kernel reads the input in place; tiles of 6 output pixels cross output rows
+# and images, windows cross every border.
+IN_PLACE_CASES = [
+    (3, 7, 5, 8, 20, (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    (2, 11, 9, 4, 17, (3, 2), (2, 1), ((2, 0), (0, 3)), (1, 2)),
+    (4, 5, 13, 12, 65, (2, 3), (1, 2), ((0, 1), (2, 2)), (2, 1)),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", IN_PLACE_CASES)
+def test_conv_in_place_tiles_are_exact(rng, backend, case):
+    n, h, wd, c, o, (kh, kw), stride, pads, dilation = case
+    x = rng.integers(0, 256, (n, h, wd, c)).astype(np.uint8)
+    zx = int(rng.integers(0, 256))
+    w = rng.integers(-128, 128, (kh, kw, c, o)).astype(np.int8)
+    packed = pack_conv_weight(w, np.full(o, 0.01, np.float32))
+    fn = _jitted(backend, stride, pads, dilation, False, "int32")
+    got = np.asarray(fn(x, packed, np.float32(0.1), np.int32(zx), None, None, None))
+    np.testing.assert_array_equal(got, _exact_conv(x, zx, w, 0, stride, pads, dilation))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_conv_float_output_vmap_and_no_recompile(rng, backend):
     w = pack_conv_weight(rng.integers(-128, 128, (3, 3, 4, 16)).astype(np.int8),

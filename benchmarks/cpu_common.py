@@ -1,7 +1,7 @@
 """Shared timing helpers for the CPU benchmarks: interleaved medians in one process.
 
-Every contender runs in the same process, round-robin: each round times ``inner`` calls
-of every function in a rotated order, so load from other processes hits all of them
+Every contender runs in the same process, round-robin: each round times a batch of calls
+(about ``budget_s`` of them) of every function in a rotated order, so load from other processes hits all of them
 alike; the reported figure is the median over rounds of the per-call time.
 
 Settling: two thread runtimes share the process, and each keeps its workers spinning for
@@ -55,17 +55,23 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 25, inner: int | None = None,
                 budget_s: float = 0.05, clock: str = "wall",
                 settle_s: float = 0.03) -> dict[str, float]:
-    """Median seconds per call of each function (see the module docstring)."""
+    """Median seconds per call of each function (see the module docstring).
+
+    Each function's batch has ``inner`` calls, or by default as many as fill about
+    ``budget_s`` for that function (1 to 200): a fast kernel is not timed over a handful of
+    calls because a slow contender shares the round.
+    """
     for fn in fns.values():  # compile / warm caches
         for _ in range(3):
             fn()
-    if inner is None:  # enough calls per round that one round of the slowest is ~budget_s
-        slowest = 0.0
-        for fn in fns.values():
-            start = time.perf_counter()
-            fn()
-            slowest = max(slowest, time.perf_counter() - start)
-        inner = max(1, min(200, int(budget_s / max(slowest, 1e-6))))
+    calls = {}
+    for name, fn in fns.items():
+        if inner is not None:
+            calls[name] = inner
+            continue
+        start = time.perf_counter()
+        fn()
+        calls[name] = max(1, min(200, int(budget_s / max(time.perf_counter() - start, 1e-6))))
     now = CLOCKS[clock]
     samples: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
@@ -77,9 +83,9 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 25, inner: i
                 time.sleep(settle_s)
                 fn()
             start = now()
-            for _ in range(inner):
+            for _ in range(calls[name]):
                 fn()
-            samples[name].append((now() - start) / inner)
+            samples[name].append((now() - start) / calls[name])
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

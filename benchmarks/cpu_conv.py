@@ -16,6 +16,7 @@ import argparse
 import warnings
 
 from cpu_common import common_args, fmt_ms, interleaved, load_average, setup_threads
+from cpu_roofline import ceiling_seconds
 
 COMMON, _ = common_args()
 setup_threads(COMMON.threads)
@@ -85,15 +86,20 @@ def main():
     print(f"native backend: {cpu.isa()}, {cpu.num_threads()} threads; torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads); load average "
           f"{load_average()}")
+    print("ceiling: the least time this CPU allows (cpu_roofline.py: VPDPBUSD peak); "
+          "'of ceiling': ceiling / time")
     print("| batch | torch fbgemm | torch x86 (oneDNN) | jaxq native | jaxq XLA | "
-          "native / fbgemm throughput | bit-exact vs fbgemm |")
-    print("|---|---|---|---|---|---|---|")
+          "native / fbgemm throughput | bit-exact vs fbgemm | ceiling | fbgemm, oneDNN, "
+          "jaxq of ceiling |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for batch in args.batches:
         times, ops, exact = bench(batch, args.rounds, rng)
         t, t86, j, x = times["torch"], times["torch_x86"], times["jaxq"], times["jaxq_xla"]
+        ceiling = ceiling_seconds(ops, 64 * 64 * 9, COMMON.threads)
         print(f"| {batch} | {fmt_ms(t)} ({ops / t / 1e9:.0f} GOP/s) | {fmt_ms(t86)} | "
               f"{fmt_ms(j)} ({ops / j / 1e9:.0f} GOP/s) | {fmt_ms(x)} | {t / j:.2f}x | "
-              f"{exact} |", flush=True)
+              f"{exact} | {fmt_ms(ceiling)} | {ceiling / t:.0%}, {ceiling / t86:.0%}, "
+              f"{ceiling / j:.0%} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import argparse
 import warnings
 
 from cpu_common import common_args, fmt_ms, interleaved, load_average, setup_threads
+from cpu_roofline import ceiling_seconds
 
 COMMON, _ = common_args()
 setup_threads(COMMON.threads)
@@ -72,14 +73,19 @@ def main():
           f"{torch.__version__} ({torch.get_num_threads()} threads, engine "
           f"{torch.backends.quantized.engine}); jax {jax.__version__}; "
           f"load average {load_average()}; clock {COMMON.clock}")
+    print("ceiling: the least time this CPU allows (cpu_roofline.py: VPDPBUSD peak, and "
+          "reading the int8 weight once); 'of ceiling': ceiling / time; 'torch / ceiling': "
+          "the largest speed-up over torch that any kernel could show")
     print("| shape (M,K,N) | torch fbgemm | jaxq native | jaxq XLA | native / torch "
-          "throughput | bit-exact |")
-    print("|---|---|---|---|---|---|")
+          "throughput | bit-exact | ceiling | torch, jaxq of ceiling | torch / ceiling |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for m, k, n in shapes:
         times, ops, exact = bench_shape(m, k, n, args.rounds, rng)
         t, j, x = times["torch"], times["jaxq"], times["jaxq_xla"]
+        ceiling = ceiling_seconds(ops, k * n, COMMON.threads)
         print(f"| {m}, {k}, {n} | {fmt_ms(t)} ({ops / t / 1e9:.0f} GOP/s) | {fmt_ms(j)} "
-              f"({ops / j / 1e9:.0f} GOP/s) | {fmt_ms(x)} | {t / j:.2f}x | {exact} |",
+              f"({ops / j / 1e9:.0f} GOP/s) | {fmt_ms(x)} | {t / j:.2f}x | {exact} | "
+              f"{fmt_ms(ceiling)} | {ceiling / t:.0%}, {ceiling / j:.0%} | {t / ceiling:.2f}x |",
               flush=True)
 
 

@@ -30,7 +30,12 @@ from pathlib import Path
 
 __all__ = ["BuildError", "SOURCE_DIR", "build", "library_path"]
 
-SOURCE_DIR = Path(__file__).resolve().parents[3] / "kernels" / "cpu"
+# A source checkout (editable install) reads kernels/cpu/ at the repository root; a wheel
+# carries a copy of those files in jaxq/kernels/cpu/csrc/ (setup.py puts it there).
+CHECKOUT_SOURCE_DIR = Path(__file__).resolve().parents[3] / "kernels" / "cpu"
+PACKAGED_SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
+SOURCE_DIR = next((d for d in (CHECKOUT_SOURCE_DIR, PACKAGED_SOURCE_DIR)
+                   if (d / "jaxq_cpu.cc").is_file()), CHECKOUT_SOURCE_DIR)
 LIBRARY_NAME = "libjaxq_cpu.so"
 
 _COMMON = ["-std=c++17", "-fPIC", "-ffp-contract=off", "-fno-math-errno",
@@ -71,9 +76,10 @@ def _include_dir() -> str:
 
 
 def _sources() -> list[Path]:
-    if not SOURCE_DIR.is_dir():
-        raise BuildError(f"kernel sources not found at {SOURCE_DIR} (jaxq must be installed "
-                         "from a source checkout, e.g. pip install -e .)")
+    if not (SOURCE_DIR / "jaxq_cpu.cc").is_file():
+        raise BuildError(f"kernel sources not found in {CHECKOUT_SOURCE_DIR} or "
+                         f"{PACKAGED_SOURCE_DIR} (install jaxq from a source checkout or a "
+                         "wheel built by its setup.py)")
     return sorted(p for p in SOURCE_DIR.iterdir() if p.suffix in (".cc", ".h"))
 
 

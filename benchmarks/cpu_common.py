@@ -12,6 +12,10 @@ So before each timed batch the script sleeps ``settle_s`` (default 30 ms: every 
 workers have parked) and makes one untimed call (every runtime's workers are awake, as
 in a loop of calls). ``--settle 0`` times the batches back to back.
 
+Only contenders go in one interleaving: a much slower function timed in the same rounds
+(the XLA reference path, at 3-30x the others' time) slowed both torch and jaxq by 20-40%
+in the rounds that followed it here, so the scripts time it in rounds of its own.
+
 Two clocks: ``wall`` (``time.perf_counter``, what a user waits) and ``cpu``
 (``time.process_time``: CPU seconds of the whole process, every thread). On a machine
 shared with other work, wall time of multi-threaded code measures the scheduler as much

@@ -58,10 +58,12 @@ def main():
         "f32": lambda: f32(x, wf).block_until_ready(),
         "int8": lambda: wo(x, w8).block_until_ready(),
         "int4": lambda: wo(x, w4).block_until_ready(),
+    }, rounds=args.rounds, clock=COMMON.clock, settle_s=COMMON.settle)
+    # The XLA path, for context, in its own rounds (see cpu_common.interleaved).
+    times.update(interleaved({
         "int8_xla": lambda: wo_xla(x, w8_nk).block_until_ready(),
         "int4_xla": lambda: wo_xla(x, w4_nk).block_until_ready(),
-    }, rounds=args.rounds, clock=COMMON.clock,
-                        settle_s=COMMON.settle)
+    }, rounds=max(3, args.rounds // 3), clock=COMMON.clock, settle_s=COMMON.settle))
     print(f"native backend: {cpu.isa()}, {cpu.num_threads()} threads; M={m}, K={k}, N={n}, "
           f"int4 group {g}; load average {load_average()}")
     print("| weight | jaxq time | speed-up vs jaxq f32 | XLA path time |")

@@ -12,6 +12,7 @@
 //   jaxq_qconv2d      NHWC uint8 / int8 activations x packed int8 kernel (im2col blocks).
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -72,12 +73,10 @@ Kernels kernels() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Parallelism on XLA's own intra-op thread pool (the FFI ThreadPool context): a separate
-// pool would compete for the cores with XLA's threads, which spin between ops. Every
-// thread, the caller included, claims task indices from the job's counter, so a task is
-// never run twice; the caller waits only for the tasks to be done, never for a helper to
-// start (a helper that starts late finds nothing left and returns without touching the
-// job's function; the job's counters outlive it through a shared_ptr).
+// Parallelism: every thread, the caller included, claims task indices from the job's
+// counter, so a task is never run twice; the caller waits only for the tasks to be done,
+// never for a helper to start. The helpers are jaxq's spinning pool (SpinPool below), or
+// XLA's intra-op pool (the FFI ThreadPool context) while another call holds jaxq's.
 // ---------------------------------------------------------------------------------------
 inline void cpu_relax() { __builtin_ia32_pause(); }
 
@@ -93,6 +92,123 @@ int default_threads() {
 
 std::atomic<int> g_threads{default_threads()};
 
+// A job: tasks [0, tasks) claimed from a shared counter by every participating thread.
+// A thread that arrives after the last task was claimed returns without touching fn (which
+// lives on the caller's stack); the counters outlive the caller through the shared_ptr.
+struct Job {
+  Job(int t, const std::function<void(int)>* f) : tasks(t), fn(f) {}
+  void work() {
+    for (;;) {
+      const int i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= tasks) return;
+      (*fn)(i);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+  const int tasks;
+  const std::function<void(int)>* const fn;
+  std::atomic<int> next{0}, done{0};
+};
+
+// How long an idle worker of the spinning pool polls for the next job before it sleeps.
+int64_t spin_nanoseconds() {
+  if (const char* env = std::getenv("JAXQ_SPIN_US")) return std::max(0L, std::atol(env)) * 1000;
+  return 300'000;
+}
+
+// jaxq's own workers: after a job each one polls for the next for JAXQ_SPIN_US
+// (default 300 us), then sleeps on a condition variable. Back-to-back kernel calls (a
+// decode loop, consecutive layers) so find their helpers awake; XLA's intra-op pool puts
+// its workers to sleep sooner, and waking one took 30-100 us on the 2-core VM, a third of
+// a 0.2 ms matrix-vector product. One caller at a time owns the pool; a concurrent
+// caller falls back to XLA's pool. The pool is never destroyed (its threads sleep at exit).
+class SpinPool {
+ public:
+  static SpinPool& get() {
+    static SpinPool* pool = new SpinPool();
+    return *pool;
+  }
+
+  bool try_acquire() {
+    bool expected = false;
+    return busy_.compare_exchange_strong(expected, true, std::memory_order_acquire);
+  }
+  void release() { busy_.store(false, std::memory_order_release); }
+
+  // Runs the job on the caller and `helpers` workers (started on first need). The caller
+  // must hold the pool.
+  void run(const std::shared_ptr<Job>& job, int helpers) {
+    ensure_workers(helpers);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      current_ = job;
+      wanted_ = helpers;
+      epoch_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_.notify_all();
+    job->work();
+    for (int spins = 0; job->done.load(std::memory_order_acquire) < job->tasks; ++spins) {
+      if (spins < 4096) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    current_.reset();
+  }
+
+ private:
+  SpinPool() : spin_ns_(spin_nanoseconds()) {}
+
+  void ensure_workers(int count) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    while (static_cast<int>(workers_.size()) < count) {
+      const int index = static_cast<int>(workers_.size());
+      workers_.emplace_back([this, index] { loop(index); });
+      workers_.back().detach();
+    }
+  }
+
+  void loop(int index) {
+    uint64_t seen = epoch_.load(std::memory_order_acquire);
+    for (;;) {
+      const auto idle_since = std::chrono::steady_clock::now();
+      for (int spins = 0; epoch_.load(std::memory_order_acquire) == seen; ++spins) {
+        cpu_relax();
+        if ((spins & 255) != 255) continue;
+        // Let a runnable thread (XLA's, between jaxq's calls) have this core.
+        sched_yield();
+        if (std::chrono::duration_cast<std::chrono::nanoseconds>(
+                std::chrono::steady_clock::now() - idle_since).count() >= spin_ns_) {
+          std::unique_lock<std::mutex> lock(mutex_);
+          sleepers_.fetch_add(1, std::memory_order_seq_cst);
+          wake_.wait(lock, [&] { return epoch_.load(std::memory_order_acquire) != seen; });
+          sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+          break;
+        }
+      }
+      std::shared_ptr<Job> job;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        seen = epoch_.load(std::memory_order_acquire);
+        if (index < wanted_) job = current_;
+      }
+      if (job) job->work();
+    }
+  }
+
+  const int64_t spin_ns_;
+  std::atomic<bool> busy_{false};
+  std::atomic<uint64_t> epoch_{0};
+  std::atomic<int> sleepers_{0};
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::shared_ptr<Job> current_;
+  int wanted_ = 0;
+  std::vector<std::thread> workers_;
+};
+
 class Parallel {
  public:
   explicit Parallel(ffi::ThreadPool& xla)
@@ -101,7 +217,8 @@ class Parallel {
             1, std::min<int64_t>(g_threads.load(std::memory_order_relaxed), xla.num_threads())))) {}
   int size() const { return size_; }
 
-  // Runs fn(i) for every i in [0, tasks).
+  // Runs fn(i) for every i in [0, tasks): on jaxq's spinning pool, or on XLA's intra-op
+  // pool while another call holds it.
   void parallel_for(int tasks, const std::function<void(int)>& fn) {
     if (tasks <= 1 || size_ <= 1) {
       for (int i = 0; i < tasks; ++i) fn(i);
@@ -109,6 +226,12 @@ class Parallel {
     }
     auto job = std::make_shared<Job>(tasks, &fn);
     const int helpers = std::min(tasks, size_) - 1;
+    SpinPool& pool = SpinPool::get();
+    if (pool.try_acquire()) {
+      pool.run(job, helpers);
+      pool.release();
+      return;
+    }
     for (int h = 0; h < helpers; ++h) xla_.Schedule([job] { job->work(); });
     job->work();
     for (int spins = 0; job->done.load(std::memory_order_acquire) < tasks; ++spins) {
@@ -121,20 +244,6 @@ class Parallel {
   }
 
  private:
-  struct Job {
-    Job(int t, const std::function<void(int)>* f) : tasks(t), fn(f) {}
-    void work() {
-      for (;;) {
-        const int i = next.fetch_add(1, std::memory_order_relaxed);
-        if (i >= tasks) return;
-        (*fn)(i);
-        done.fetch_add(1, std::memory_order_release);
-      }
-    }
-    const int tasks;
-    const std::function<void(int)>* const fn;
-    std::atomic<int> next{0}, done{0};
-  };
   ffi::ThreadPool& xla_;
   const int size_;
 };

@@ -113,6 +113,33 @@ def test_one_thread_gives_identical_results(rng):
 
 
 @needs_native
+def test_concurrent_calls_give_identical_results(rng):
+    """Calls from several threads at once: one holds jaxq's pool, the others fall back to
+    XLA's; every result is the single-threaded one."""
+    import threading
+    w = pack_weight(rng.integers(-128, 128, (320, 256)).astype(np.int8),
+                    rng.uniform(.01, .02, 320).astype(np.float32))
+    xs = [rng.standard_normal((m, 256)).astype(np.float32) for m in (1, 7, 64)]
+    fn = jax.jit(lambda x: quantized_matmul(x, w, dynamic=DynamicQuantization()))
+    expected = [np.asarray(fn(x)) for x in xs]
+    failures = []
+
+    def hammer(seed):
+        for step in range(40):
+            i = (seed + step) % len(xs)
+            if not np.array_equal(np.asarray(fn(xs[i])), expected[i]):
+                failures.append((seed, step))
+
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+
+
+@needs_native
 def test_ffi_rejects_inconsistent_buffers():
     """A direct call with shapes that disagree with the attributes fails cleanly."""
     from jaxq.kernels.cpu import native

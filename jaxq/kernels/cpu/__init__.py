@@ -12,8 +12,14 @@ Functions:
   force_isa(name): use a lower ISA than detected (tests of the AVX2 path), or None to
     restore the detected one.
   num_threads() / set_num_threads(n): the most threads one kernel call uses (the calling
-    thread plus helpers scheduled on XLA's intra-op thread pool, which caps it).
+    thread plus helpers; capped by the size of XLA's intra-op thread pool).
     ``JAXQ_NUM_THREADS`` sets it at startup; default: the CPUs this process may use.
+
+The helpers are jaxq's own workers: after a call each polls for the next one for
+``JAXQ_SPIN_US`` microseconds (default 300, yielding the core to any other runnable
+thread as it polls), then sleeps, so back-to-back calls find them awake. ``JAXQ_SPIN_US=0``
+puts them to sleep at once (each call then wakes them: tens of microseconds). While one
+call holds the workers, a concurrent call uses XLA's intra-op pool instead.
 """
 
 from __future__ import annotations

@@ -571,6 +571,10 @@ class Embedding(nnx.Module):
         if dtype not in _WEIGHT_DTYPES:
             raise ValueError(f"{owner}: the only supported dtypes are quint8 and quint4x2; "
                              f"got {dtype.name}")
+        if table.ndim != 2:
+            raise ValueError(f"{owner}: the embedding table must be 2-d; got shape "
+                             f"{table.shape}")
+        _check_embedding_dim(table.shape[1], dtype)
         ch_axis = int(getattr(post, "ch_axis", 0))
         if ch_axis not in (0, -2):
             raise ValueError(f"{owner}: the weight observer must be per row (ch_axis=0); "

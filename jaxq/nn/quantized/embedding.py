@@ -20,16 +20,22 @@ functions :func:`quantized_embedding` and :func:`quantized_embedding_bag` comput
 exactly torch's result (every step rounded as torch rounds it, whatever XLA fuses);
 the modules are thin wrappers.
 
-Bags: ``offsets[0] == 0`` and bag ``i`` is ``indices[offsets[i]:end_i]`` with ``end_i = offsets[i + 1]`` and, for
-the last bag, ``len(indices)`` (or the extra last offset with
-``include_last_offset=True``); empty bags give zeros. A 2-D ``(B, L)`` ``indices``
+Bags: ``offsets[0] == 0`` and bag ``i`` is ``indices[offsets[i]:end_i]`` with
+``end_i = offsets[i + 1]`` and, for the last bag, ``len(indices)`` (or the extra last
+offset with ``include_last_offset=True``); empty bags give zeros. A 2-D ``(B, L)`` ``indices``
 without offsets is ``B`` bags of ``L`` entries. The reduction is ``sum`` only (torch's
 quantized ops hard-code it).
 
 Bad input raises a ``ValueError`` / ``TypeError`` naming the argument when the values are
 concrete (eager calls). Under ``jit`` the values cannot be checked; an out-of-range
 index then gives a NaN row (a NaN bag), and so do offsets that decrease or point past
-``len(indices)`` (all bags when ``offsets[0] != 0``): nothing is read out of bounds and no bad input passes silently.
+``len(indices)`` (all bags when ``offsets[0] != 0``): nothing is read out of bounds
+and no bad input passes silently.
+
+Cost: the bag kernel takes one step per position inside the longest bag, gathering one
+row for every bag at each step (``B * max_bag_len * D`` work), because torch's
+sequential summation order is what makes the result bit-exact; a tree or segment sum
+would be faster and differ in the last bits.
 
 Deviations from torch (each one where torch crashes, reads out of bounds, computes
 garbage or silently ignores an argument):

@@ -331,3 +331,32 @@ def test_x86_engine_onednn_transposed_conv_disagrees(rng):
     x86.set_weight_bias(w, None)
     x86.scale, x86.zero_point = f32(0.05), 60
     assert not np.array_equal(x86(tq_x).int_repr().numpy(), fbgemm)
+
+
+FLAX_PADDINGS = [
+    # kernel, stride, dilation, Flax padding, transpose_kernel
+    (3, 2, 1, "SAME", False), (2, 3, 1, "VALID", True), (4, 2, 1, "SAME", True),
+    (3, 3, 2, "VALID", False), (3, 2, 1, ((2, 3),), True), (3, 2, 2, 1, False),
+]
+
+
+def test_flax_config_matches_flax_float_output(rng):
+    """conv_transpose_config_from_flax + the kernel mapping reproduce nnx.ConvTranspose:
+    integer-valued operands make both float results exact."""
+    for k, s, d, padding, transpose_kernel in FLAX_PADDINGS:
+        jconv = nnx.ConvTranspose(2, 3, (k,), strides=s, padding=padding, kernel_dilation=d,
+                                  transpose_kernel=transpose_kernel, use_bias=False,
+                                  rngs=nnx.Rngs(0))
+        jconv.kernel.set_value(jnp.asarray(rng.integers(-3, 4, jconv.kernel.shape),
+                                           jnp.float32))
+        x = rng.integers(-3, 4, (1, 5, 2)).astype(np.float32)
+        expected = np.asarray(jconv(jnp.asarray(x)))
+        config = ct.conv_transpose_config_from_flax(jconv, 1, "test")
+        weight = torch.tensor(np.asarray(ct._torch_ordered_kernel(jconv)).transpose(2, 1, 0))
+        full = torch.nn.functional.conv_transpose1d(
+            torch.tensor(x.transpose(0, 2, 1)), weight, stride=s, dilation=d).numpy()
+        full = np.pad(full, ((0, 0), (0, 0), (0, config["output_padding"][0])))
+        pad = config["padding"][0]
+        lo, hi = pad if isinstance(pad, tuple) else (pad, pad)
+        got = full[:, :, lo:full.shape[2] - hi].transpose(0, 2, 1)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{k, s, d, padding, transpose_kernel}")

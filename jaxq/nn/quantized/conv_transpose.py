@@ -8,7 +8,13 @@ zero point, so they contribute exactly 0 to ``sum (x - zx)(w - zw)``, and the wh
 the existing integer convolution of :mod:`jaxq.nn.quantized._conv` (int32 accumulators,
 then fbgemm's ``ReQuantizeOutput`` epilogue of :mod:`jaxq.kernels.xla`): only the
 operands are rearranged here, no formula is repeated. Results are bit-exact with torch's
-x86 / fbgemm ``quantized::conv_transpose{1,2,3}d``.
+fbgemm ``quantized::conv_transpose{1,2,3}d``, and so with its x86 engine, except where
+torch 2.13's x86 engine hands the op to oneDNN (groups 1, output_padding 0, symmetric
+weight) and in_channels != out_channels: there x86 disagrees with fbgemm and with the
+float reference, and jaxq follows fbgemm.
+
+Unlike torch's quantized modules (which accept it silently), ``output_padding`` must be
+smaller than ``stride`` or ``dilation``, as for torch's float ConvTranspose.
 
 Layouts: activations ``(N, L, C)``, ``(N, H, W, C)``, ``(N, D, H, W, C)`` (torch:
 ``(N, C, ...)``); weights in torch's transposed layout ``(in, out / groups, *k)``.

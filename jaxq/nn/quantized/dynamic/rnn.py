@@ -144,6 +144,16 @@ def lstm_cell(gates_ih: jax.Array, state: tuple[jax.Array, jax.Array], w_hh: Gat
 
     Returns:
       ``(h', c')`` float32 ``(N, H)`` each.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxq
+      >>> from jaxq.nn.quantized.functional import pack_linear_weight
+      >>> w_hh = pack_linear_weight(jaxq.quantize_per_tensor(jnp.ones((8, 2)), 0.1, 0,
+      ...                                                     jaxq.qint8))
+      >>> h, c = lstm_cell(jnp.zeros((3, 8)), (jnp.zeros((3, 2)), jnp.ones((3, 2))), w_hh,
+      ...                  None)
+      >>> round(float(c[0, 0]), 4)  # sigmoid(0) * 1 + sigmoid(0) * tanh(0)
+      0.5
     """
     h, c = state
     gates = dynamic_gate_linear(h, w_hh, b_hh) + gates_ih
@@ -165,6 +175,14 @@ def gru_cell(gates_ih: jax.Array, h: jax.Array, w_hh: GateWeight,
     Returns:
       ``h'`` float32 ``(N, H)``: ``(h - n) * z + n`` with
       ``n = tanh(ih_n + r * (W_hn h + b_hn))``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxq
+      >>> from jaxq.nn.quantized.functional import pack_linear_weight
+      >>> w_hh = pack_linear_weight(jaxq.quantize_per_tensor(jnp.zeros((6, 2)), 0.1, 0,
+      ...                                                     jaxq.qint8))
+      >>> gru_cell(jnp.zeros((1, 6)), jnp.ones((1, 2)), w_hh, None).tolist()  # z = 0.5
+      [[0.5, 0.5]]
     """
     ih_r, ih_z, ih_n = jnp.split(gates_ih, 3, axis=-1)
     hh_r, hh_z, hh_n = jnp.split(dynamic_gate_linear(h, w_hh, b_hh), 3, axis=-1)
@@ -389,17 +407,23 @@ class RNNCellBase(nnx.Module):
     # -- conversion ----------------------------------------------------------------------
 
     @classmethod
-    def _check_float_module(cls, mod: Any) -> None:
-        if not isinstance(mod, cls._FLOAT_MODULE):
-            names = ", ".join(t.__name__ for t in cls._FLOAT_MODULE)
-            raise TypeError(f"nn.quantized.dynamic.{cls.__name__}.from_float only works "
-                            f"for {names}; got {type(mod).__name__}")
+    def _class_for(cls, mod: Any) -> type[RNNCellBase]:
+        """The cell class converting ``mod`` (``RNNCellBase.from_float`` picks it by the
+        float module's type, as torch does)."""
+        candidates = [cls] if cls._FLOAT_MODULE else [RNNCell, LSTMCell, GRUCell]
+        for candidate in candidates:
+            if isinstance(mod, candidate._FLOAT_MODULE):
+                return candidate
+        names = ", ".join(f"nnx.{t.__name__}" for c in candidates for t in c._FLOAT_MODULE)
+        raise TypeError(f"nn.quantized.dynamic.{cls.__name__}.from_float only works for "
+                        f"{names}; got {type(mod).__name__}")
 
     @classmethod
     def _flax_weights(cls, mod: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """Flax kernels ``(I, G*H)``, ``(H, G*H)`` and biases ``(G*H,)`` in torch's gate
-        order."""
-        raise NotImplementedError
+        order (each concrete cell defines it)."""
+        raise TypeError(f"{cls.__name__} converts no Flax cell; use RNNCell, LSTMCell or "
+                        "GRUCell")
 
     @classmethod
     def _from_float_kwargs(cls, mod: Any) -> dict[str, Any]:
@@ -415,7 +439,7 @@ class RNNCellBase(nnx.Module):
         side for ``SimpleCell`` / ``GRUCell``, on the recurrent side for the LSTM cells);
         the other side gets a zero bias, which leaves the output unchanged.
         """
-        cls._check_float_module(mod)
+        cls = cls._class_for(mod)
         factory = _weight_factory(mod)
         dtype = _weight_dtype(getattr(factory(), "dtype", None))
         kernel_ih, kernel_hh, b_ih, b_hh = cls._flax_weights(mod)
@@ -664,6 +688,16 @@ def rnn_layers(mode: str, input: jax.Array, h0: jax.Array, c0: jax.Array | None,
 
     Returns:
       ``(output (T, N, D*H), h_n (L*D, N, H), c_n (L*D, N, H) or None)``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxq
+      >>> from jaxq.nn.quantized.functional import pack_linear_weight
+      >>> w = lambda *shape: pack_linear_weight(jaxq.quantize_per_tensor(
+      ...     jnp.zeros(shape), 0.1, 0, jaxq.qint8))
+      >>> out, h_n, _ = rnn_layers("GRU", jnp.ones((5, 2, 3)), jnp.zeros((1, 2, 4)), None,
+      ...                          [(w(12, 3), None, w(12, 4), None)], 1, False)
+      >>> out.shape, h_n.shape
+      ((5, 2, 4), (1, 2, 4))
     """
     directions = 2 if bidirectional else 1
     layer_input = input
@@ -826,6 +860,19 @@ class RNNBase(nnx.Module):
 
     def get_bias(self) -> dict[str, Any]:
         return self._weight_bias()["bias"]
+
+    @classmethod
+    def from_reference(cls, ref_mod: Any) -> RNNBase:
+        """From a reference LSTM / GRU (torch's protocol: its sizes, ``weight_ih_l0_dtype``
+        and ``get_quantized_weight_bias_dict()``)."""
+        if not hasattr(ref_mod, "weight_ih_l0_dtype"):
+            raise ValueError("from_reference needs a reference module with "
+                             "weight_ih_l0_dtype (weight_ih_l0 must exist)")
+        qmod = cls(ref_mod.input_size, ref_mod.hidden_size, ref_mod.num_layers,
+                   ref_mod.bias, ref_mod.batch_first, ref_mod.dropout,
+                   ref_mod.bidirectional, dtype=ref_mod.weight_ih_l0_dtype)
+        qmod.set_weight_bias(ref_mod.get_quantized_weight_bias_dict())
+        return qmod
 
     def _layer_weights(self) -> list[LayerWeights]:
         return [(getattr(self, f"weight_ih_{name}").get_value(),

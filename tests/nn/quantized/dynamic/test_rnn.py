@@ -6,6 +6,8 @@ Outputs through sigmoid/tanh are compared with ``rtol = atol = 1e-6`` (a few flo
 ulps): XLA's sigmoid/tanh and ATen's vectorized (Sleef) ones differ by up to ~2 ulp.
 """
 
+from types import SimpleNamespace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -296,6 +298,43 @@ def test_from_float_vs_torch(rng, kind, nonlinearity, qconfig_name):
     else:
         h_f, _ = FLOAT_CALL(cell, hx, x)
         np.testing.assert_allclose(got[0], np.asarray(h_f), atol=0.1)
+
+
+def test_cell_base_from_float_picks_the_cell():
+    cell = nnx.GRUCell(3, 2, recurrent_kernel_init=nnx.initializers.lecun_normal(),
+                       rngs=nnx.Rngs(0))
+    cell.qconfig = None  # torch: a None qconfig falls back to default_dynamic_qconfig
+    mod = nnqd.RNNCellBase.from_float(cell)
+    assert type(mod) is nnqd.GRUCell and mod.weight_dtype == "qint8"
+
+
+def test_from_reference_protocol(rng):
+    """torch's from_reference protocol, fed by a stand-in reference module."""
+    w_ih, w_hh = random_weight(rng, (12, 5), True), random_weight(rng, (12, 3), False)
+    b_ih, b_hh = rng.normal(size=12).astype(np.float32), rng.normal(size=12).astype(np.float32)
+    ref_cell = SimpleNamespace(
+        input_size=5, hidden_size=3, bias=True, weight_ih_dtype=torch.qint8,
+        bias_ih=b_ih, bias_hh=b_hh, get_quantized_weight_ih=lambda: jaxq_weight(w_ih),
+        get_quantized_weight_hh=lambda: jaxq_weight(w_hh))
+    mod = nnqd.LSTMCell.from_reference(ref_cell)
+    expected = tnnqd.LSTMCell(5, 3)
+    expected.set_weight_bias({"weight": {"weight_ih": w_ih, "weight_hh": w_hh},
+                              "bias": {"bias_ih": torch.tensor(b_ih),
+                                       "bias_hh": torch.tensor(b_hh)}})
+    x = rng.normal(size=(2, 5)).astype(np.float32)
+    hx = _random_hx(rng, "LSTMCell", (2, 3))
+    _assert_close(_as_list(CALL(mod, x, hx)), _torch_call(expected, "LSTMCell", x, hx),
+                  False)
+    weights = {"weight_ih_l0": jaxq_weight(w_ih), "weight_hh_l0": jaxq_weight(w_hh),
+               "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}
+    ref_rnn = SimpleNamespace(input_size=5, hidden_size=3, num_layers=1, bias=True,
+                              batch_first=False, dropout=0.0, bidirectional=False,
+                              weight_ih_l0_dtype=torch.qint8,
+                              get_quantized_weight_bias_dict=lambda: weights)
+    lstm = nnqd.LSTM.from_reference(ref_rnn)
+    out, (h, c) = lstm(x[None], tuple(v[None] for v in hx))
+    _assert_close([np.asarray(out[0]), np.asarray(h[0]), np.asarray(c[0])],
+                  _as_list(CALL(mod, x, hx))[:1] + _as_list(CALL(mod, x, hx)), True)
 
 
 def test_float16_weights_saturate_like_torch(rng):

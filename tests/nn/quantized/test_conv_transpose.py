@@ -360,3 +360,18 @@ def test_flax_config_matches_flax_float_output(rng):
         lo, hi = pad if isinstance(pad, tuple) else (pad, pad)
         got = full[:, :, lo:full.shape[2] - hi].transpose(0, 2, 1)
         np.testing.assert_array_equal(got, expected, err_msg=f"{k, s, d, padding, transpose_kernel}")
+
+
+def test_from_float_without_activation_observer_keeps_default_qparams():
+    """torch: no activation_post_process (dynamic use) -> scale 1.0, zero_point 0."""
+    conv = nnx.ConvTranspose(2, 3, (2,), strides=2, padding="VALID", use_bias=False,
+                             rngs=nnx.Rngs(0))
+    conv.qconfig = jqconfig.default_qconfig
+    mod = ct.ConvTranspose1d.from_float(conv)
+    assert float(mod.scale.get_value()) == 1.0 and int(mod.zero_point.get_value()) == 0
+    assert mod.bias() is None and mod.padding == ((0, 0),) and mod.stride == (2,)
+    kernel = np.asarray(conv.kernel.get_value())  # (k, in, out), convolved unflipped
+    expected = np.flip(kernel, 0).transpose(1, 2, 0)
+    w = mod.weight()
+    np.testing.assert_allclose(np.asarray(w.dequantize()), expected,
+                               atol=float(w.q_scale()) / 2 + 1e-7)

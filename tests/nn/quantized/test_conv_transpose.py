@@ -178,11 +178,6 @@ def test_jit_does_not_recompile(rng):
     assert float(second.scale) == np.float32(0.3) and int(second.zero_point) == 5
 
 
-def _observe(module_out, observer):
-    observer(module_out)
-    return observer
-
-
 @pytest.mark.parametrize("rank,transpose_kernel", [(2, True)])
 def test_from_float_vs_torch(rng, rank, transpose_kernel):
     k, s, p, op, d = 3, 2, 1, 1, 1

@@ -301,7 +301,8 @@ def test_from_float_vs_torch(rng, kind, nonlinearity, qconfig_name):
 
 
 def test_cell_base_from_float_picks_the_cell():
-    cell = nnx.GRUCell(3, 2, recurrent_kernel_init=nnx.initializers.lecun_normal(),
+    cell = nnx.GRUCell(6, HIDDEN["GRUCell"],
+                       recurrent_kernel_init=nnx.initializers.lecun_normal(),
                        rngs=nnx.Rngs(0))
     cell.qconfig = None  # torch: a None qconfig falls back to default_dynamic_qconfig
     mod = nnqd.RNNCellBase.from_float(cell)

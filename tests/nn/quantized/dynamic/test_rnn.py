@@ -309,6 +309,33 @@ def test_cell_base_from_float_picks_the_cell():
     assert type(mod) is nnqd.GRUCell and mod.weight_dtype == "qint8"
 
 
+def test_quantize_dynamic_converts_flax_cells():
+    from jaxq.eager.quantize import quantize_dynamic
+
+    class Model(nnx.Module):
+        def __init__(self):
+            init = dict(recurrent_kernel_init=nnx.initializers.lecun_normal())
+            self.lstm = nnx.LSTMCell(6, HIDDEN["LSTMCell"], **init, rngs=nnx.Rngs(0))
+            self.gru = nnx.GRUCell(6, HIDDEN["GRUCell"], **init, rngs=nnx.Rngs(1))
+            self.simple = nnx.SimpleCell(6, HIDDEN["RNNCell"], **init, rngs=nnx.Rngs(2))
+
+    model = Model()
+    mapping = {nnx.LSTMCell: nnqd.LSTMCell, nnx.GRUCell: nnqd.GRUCell,
+               nnx.SimpleCell: nnqd.RNNCell}
+    qmodel = quantize_dynamic(model, {nnx.LSTMCell, nnx.GRUCell, nnx.SimpleCell},
+                              mapping=mapping)
+    for name, cls in (("lstm", nnqd.LSTMCell), ("gru", nnqd.GRUCell),
+                      ("simple", nnqd.RNNCell)):
+        converted = getattr(qmodel, name)
+        assert type(converted) is cls
+        float_cell = getattr(model, name)
+        float_cell.qconfig = jqconfig.default_dynamic_qconfig
+        direct = cls.from_float(float_cell)
+        for getter in ("weight_ih", "weight_hh"):
+            np.testing.assert_array_equal(np.asarray(getattr(converted, getter)().int_repr()),
+                                          np.asarray(getattr(direct, getter)().int_repr()))
+
+
 def test_from_reference_protocol(rng):
     """torch's from_reference protocol, fed by a stand-in reference module."""
     w_ih, w_hh = random_weight(rng, (12, 5), True), random_weight(rng, (12, 3), False)

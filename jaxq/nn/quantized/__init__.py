@@ -11,14 +11,14 @@ float bias, output ``scale``/``zero_point``) lives in
 Calling a quantized module with a float array raises ``TypeError`` (torch: "Could not
 run 'quantized::...' with arguments from the 'CPU' backend").
 
-Not provided: ConvTranspose1d/2d/3d, LSTM,
-MultiheadAttention, PReLU.
+Not provided: LSTM, MultiheadAttention, PReLU.
 """
 
 from jaxq.nn.quantized import dynamic, functional, ops  # noqa: F401
 from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedState, QuantizedWeight
 from jaxq.nn.quantized.activation import ELU, Hardswish, LeakyReLU, ReLU6, Sigmoid, Softmax
 from jaxq.nn.quantized.conv import Conv1d, Conv2d, Conv3d
+from jaxq.nn.quantized.conv_transpose import ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from jaxq.nn.quantized.embedding import Embedding, EmbeddingBag, EmbeddingPackedParams
 from jaxq.nn.quantized.functional_modules import FloatFunctional, FXFloatFunctional, QFunctional
 from jaxq.nn.quantized.linear import Linear, LinearPackedParams
@@ -28,7 +28,8 @@ from jaxq.nn.quantized.normalization import (
 from jaxq.nn.quantized.stubs import DeQuantize, Dropout, Quantize
 
 __all__ = [
-    "BatchNorm2d", "BatchNorm3d", "Conv1d", "Conv2d", "Conv3d", "DeQuantize", "ELU",
+    "BatchNorm2d", "BatchNorm3d", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
+    "ConvTranspose2d", "ConvTranspose3d", "DeQuantize", "ELU",
     "Embedding", "EmbeddingBag",
     "GroupNorm", "Hardswish", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
     "LayerNorm", "LeakyReLU", "Linear", "Quantize", "ReLU6", "Sigmoid", "Softmax",

@@ -45,22 +45,23 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxq.core.dtypes import as_quant_dtype, qint8
+from jaxq.core.dtypes import qint8
 from jaxq.core.qtensor import QTensor
-from jaxq.kernels import DynamicQuantization, PackedWeight, quantized_matmul
+from jaxq.kernels import PackedWeight, quantized_matmul
 from jaxq.nn import layout
 from jaxq.nn.quantized import _utils
 from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedWeight
+from jaxq.nn.quantized.dynamic.linear import _DYNAMIC, _FP16_MAX
+from jaxq.nn.quantized.dynamic.linear import _weight_dtype as _linear_weight_dtype
 from jaxq.nn.quantized.functional import pack_linear_weight
 from jaxq.nn.quantized.linear import packed_weight_to_qtensor
 
 __all__ = ["RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "LSTM", "GRU",
-           "rnn_layers", "dynamic_gate_linear", "rnn_tanh_cell", "rnn_relu_cell", "lstm_cell", "gru_cell"]
+           "rnn_layers", "dynamic_gate_linear", "rnn_tanh_cell", "rnn_relu_cell", "lstm_cell",
+           "gru_cell"]
 
-# torch's x86 dynamic linear: per-tensor quint8 activations with reduce_range, both for
-# the cells (quantized_*_cell_dynamic) and the layers (cell params version 2).
-_DYNAMIC = DynamicQuantization(granularity="per_tensor", reduce_range=True)
-_FP16_MAX = float(jnp.finfo(jnp.float16).max)
+# _DYNAMIC is the dynamic Linear's: torch's x86 linear_dynamic quantizes activations with
+# reduce_range in the cells (quantized_*_cell_dynamic) and the layers (cell params v2) alike.
 _SIGMOIDS = (jax.nn.sigmoid,)
 _TANHS = (jnp.tanh,)
 _RELUS = (jax.nn.relu,)
@@ -69,24 +70,12 @@ GateWeight = Any  # a PackedWeight (qint8) or a float16 (out, in) array
 
 
 def _weight_dtype(dtype: Any) -> str:
-    """'qint8' or 'float16' (the dtypes torch's dynamic RNNs support)."""
-    if isinstance(dtype, str) and dtype in ("float16", "fp16"):
-        return "float16"
+    """'qint8' or 'float16' (the weight dtypes torch's dynamic RNNs support)."""
     try:
-        if jnp.dtype(dtype) == jnp.float16:
-            return "float16"
-    except TypeError:
-        pass
-    try:
-        qdtype = as_quant_dtype(dtype, "dtype")
+        return _linear_weight_dtype(dtype)
     except (TypeError, ValueError):
-        qdtype = None
-    if qdtype is qint8:
-        return "qint8"
-    if qdtype is not None and qdtype.name == "float16":
-        return "float16"
-    raise ValueError(f"Unsupported dtype for dynamic RNN quantization: dtype={dtype!r} "
-                     "(qint8 or float16)")
+        raise ValueError(f"Unsupported dtype for dynamic RNN quantization: dtype={dtype!r} "
+                         "(qint8 or float16)") from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -533,7 +522,7 @@ class RNNCell(RNNCellBase):
                          f"nonlinearity); got {fn!r}")
 
 
-def _check_lstm_activations(mod: Any, owner: str) -> None:
+def _check_gate_activations(mod: Any, owner: str) -> None:
     if not _activation_is(mod.gate_fn, _SIGMOIDS):
         raise ValueError(f"{owner}.from_float: gate_fn must be sigmoid (torch's cell); got "
                          f"{mod.gate_fn!r}")
@@ -585,7 +574,7 @@ class LSTMCell(RNNCellBase):
 
     @classmethod
     def _flax_weights(cls, mod: Any):
-        _check_lstm_activations(mod, "LSTMCell")
+        _check_gate_activations(mod, "LSTMCell")
         hidden = int(mod.hidden_features)
         if isinstance(mod, nnx.OptimizedLSTMCell):
             kernel_ih, kernel_hh = _kernel(mod.dense_i), _kernel(mod.dense_h)
@@ -636,7 +625,7 @@ class GRUCell(RNNCellBase):
 
     @classmethod
     def _flax_weights(cls, mod: Any):
-        _check_lstm_activations(mod, "GRUCell")
+        _check_gate_activations(mod, "GRUCell")
         hidden = int(mod.hidden_features)
         bias = _utils.float_bias(mod.dense_i)
         return (_kernel(mod.dense_i), _kernel(mod.dense_h),

@@ -35,12 +35,10 @@ def _kwargs(nonlinearity):
 
 
 def _torch_quantized_cell(kind, nonlinearity, input_size, hidden_size, seed,
-                          qconfig=tq.default_dynamic_qconfig, bias=True):
+                          qconfig=tq.default_dynamic_qconfig):
     torch.manual_seed(seed)
-    cell = TORCH_CELLS[kind](input_size, hidden_size, bias=bias, **_kwargs(nonlinearity))
+    cell = TORCH_CELLS[kind](input_size, hidden_size, **_kwargs(nonlinearity))
     cell.qconfig = qconfig
-    if not bias:
-        return None, cell
     return getattr(tnnqd, kind).from_float(cell), cell
 
 
@@ -191,7 +189,6 @@ def test_cell_weights_round_trip(rng):
 
 @pytest.mark.parametrize("kind,nonlinearity", [("RNNCell", "tanh"), ("LSTMCell", None)])
 def test_cell_without_bias(rng, kind, nonlinearity):
-    torch.manual_seed(4)
     w_ih = random_weight(rng, ((4 if kind == "LSTMCell" else 1) * 3, 5), False)
     w_hh = random_weight(rng, ((4 if kind == "LSTMCell" else 1) * 3, 3), False)
     ref = getattr(tnnqd, kind)(5, 3, bias=False, **_kwargs(nonlinearity))

@@ -217,6 +217,8 @@ DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS: dict[Callable, Any] = _build(_T_DYNAMIC, 
     (_FLAX + "Linear", _NNQD + "Linear"),
     (_NNQATD + "Linear", _NNQD + "Linear"),
     (_FLAX + "LSTMCell", _NNQD + "LSTMCell"),
+    # Flax's fused-gate LSTM cell: the same cell to torch (no torch counterpart).
+    (_FLAX + "OptimizedLSTMCell", _NNQD + "LSTMCell"),
     (_FLAX + "SimpleCell", _NNQD + "RNNCell"),
     (_NNI + "LinearReLU", _NNIQD + "LinearReLU"),
     (_FLAX + "Embed", _NNQ + "Embedding"),

@@ -52,8 +52,6 @@ SECTION_TO_MODULE["torch (dtypes and qschemes)"] = "jaxq"
 # Names that import but are knowingly incomplete: name -> what is missing.
 PARTIAL: dict[str, str] = {
     "jaxq.convert": "is_reference=True is untested: no quantized.reference modules yet",
-    "jaxq.quantize_dynamic": "Linear/LinearReLU (int8, float16) only; no LSTM/GRU/RNN cells "
-                             "or Embedding",
     "jaxq.QTensor.mean": "over several non-trailing dims it can differ from torch by 1 at "
                          "rounding ties (float summation order)",
 }

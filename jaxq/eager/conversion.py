@@ -91,8 +91,10 @@ def swap_module(mod: nnx.Module, mapping: dict, custom_module_class_mapping: dic
 def _swapped_as_unit(mod: Any) -> bool:
     # torch does not descend into fused modules (its QAT fused modules are
     # _FusedModules too); jaxq's QAT modules own their children (bn,
-    # weight_fake_quant) in the same way.
-    return isinstance(mod, _fused_module_class()) or hasattr(mod, "weight_fake_quant")
+    # weight_fake_quant) in the same way. Flax's recurrent cells keep their gate weights
+    # in child Linears where torch's cells hold parameters: the cell converts as a whole.
+    return (isinstance(mod, (_fused_module_class(), nnx.RNNCellBase))
+            or hasattr(mod, "weight_fake_quant"))
 
 
 def _convert_children(module: nnx.Module, mapping: dict, custom_module_class_mapping: dict,

@@ -172,7 +172,8 @@ def _dynamic_qconfig_spec(qconfig_spec: Any, dtype: Any) -> dict[Any, Any]:
         if quant_dtype == dtypes.quint8:
             types = [nnx.Embed]
         else:
-            types = [nnx.Linear, nnx.LSTMCell, nnx.GRUCell, nnx.SimpleCell]
+            types = [nnx.Linear, nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell,
+                     nnx.SimpleCell]
         return {t: default_qconfig for t in types}
     if isinstance(qconfig_spec, (set, frozenset)):
         return {key: default_qconfig for key in qconfig_spec}

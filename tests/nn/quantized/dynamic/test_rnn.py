@@ -19,6 +19,7 @@ import jaxq.qconfig as jqconfig
 import torch.ao.quantization as tq
 from jaxq.core.qtensor import QTensor
 from jaxq.nn.quantized.dynamic import rnn as nnqd
+from jaxq.nn.quantized.dynamic import Linear as DynamicLinear
 from jaxq.nn.quantized.functional import pack_linear_weight
 from torch.ao.nn.quantized import dynamic as tnnqd
 from tests.nn.quantized.torch_helpers import jaxq_weight, random_weight
@@ -331,6 +332,35 @@ def test_quantize_dynamic_converts_flax_cells():
         for getter in ("weight_ih", "weight_hh"):
             np.testing.assert_array_equal(np.asarray(getattr(converted, getter)().int_repr()),
                                           np.asarray(getattr(direct, getter)().int_repr()))
+
+
+def test_quantize_dynamic_defaults_convert_cells_as_a_whole():
+    """With the default qconfig_spec (which names nnx.Linear) and mapping, a Flax cell is
+    converted as one unit: its gate Linears are not converted first on their own."""
+    from jaxq.eager.quantize import quantize_dynamic
+
+    class Model(nnx.Module):
+        def __init__(self):
+            self.lstm = nnx.LSTMCell(6, 4, rngs=nnx.Rngs(0))
+            self.fused = nnx.OptimizedLSTMCell(6, 4, rngs=nnx.Rngs(1))
+            self.gru = nnx.GRUCell(6, 4, rngs=nnx.Rngs(2))
+            self.simple = nnx.SimpleCell(6, 4, rngs=nnx.Rngs(3))
+            self.head = nnx.Linear(4, 2, rngs=nnx.Rngs(4))
+
+    model = Model()
+    qmodel = quantize_dynamic(model)
+    expected = {"lstm": nnqd.LSTMCell, "fused": nnqd.LSTMCell, "gru": nnqd.GRUCell,
+                "simple": nnqd.RNNCell, "head": DynamicLinear}
+    for name, cls in expected.items():
+        assert type(getattr(qmodel, name)) is cls, name
+    for name in ("lstm", "fused", "gru", "simple"):
+        float_cell = getattr(model, name)
+        float_cell.qconfig = jqconfig.default_dynamic_qconfig
+        direct = expected[name].from_float(float_cell)
+        for getter in ("weight_ih", "weight_hh"):
+            np.testing.assert_array_equal(
+                np.asarray(getattr(getattr(qmodel, name), getter)().int_repr()),
+                np.asarray(getattr(direct, getter)().int_repr()))
 
 
 def test_from_reference_protocol(rng):

@@ -9,7 +9,10 @@ cores with XLA's own ops. torch: the same ``nn.Sequential`` in float and after
 ``quantize_dynamic`` (fbgemm). Printed: median ms per call (2 threads, wall time,
 interleaved; see cpu_common.py) and the int8 speed-up over float for each library.
 
-Usage: python benchmarks/cpu_mlp.py [--threads 2] [--rounds N] [--rows 1 16 256]
+``--gelu tanh`` uses the tanh approximation on both sides (XLA's exact, erf-based GELU is
+slow on the CPU: at M = 256 it takes about as long as one of the int8 matmuls).
+
+Usage: python benchmarks/cpu_mlp.py [--threads 2] [--rounds N] [--rows 1 16 256] [--gelu exact|tanh]
 """
 
 from __future__ import annotations
@@ -34,22 +37,26 @@ HIDDEN, INNER = 1024, 4096
 
 
 class TorchBlock(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, gelu: str):
         super().__init__()
         self.up = torch.nn.Linear(HIDDEN, INNER)
         self.down = torch.nn.Linear(INNER, HIDDEN)
+        self.approximate = "none" if gelu == "exact" else "tanh"
 
     def forward(self, x):
-        return x + self.down(torch.nn.functional.gelu(self.up(x)))
+        h = torch.nn.functional.gelu(self.up(x), approximate=self.approximate)
+        return x + self.down(h)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--rows", type=int, nargs="*", default=[1, 16, 256])
+    parser.add_argument("--gelu", choices=("exact", "tanh"), default="exact")
     args, _ = parser.parse_known_args()
+    approximate = args.gelu == "tanh"
     torch.manual_seed(0)
-    block = TorchBlock().eval()
+    block = TorchBlock(args.gelu).eval()
     qblock = torch.ao.quantization.quantize_dynamic(block, {torch.nn.Linear},
                                                     dtype=torch.qint8)
     params = {}
@@ -65,17 +72,18 @@ def main():
     @jax.jit
     def jaxq_int8(x, params):
         (w1, b1, _, _), (w2, b2, _, _) = params["up"], params["down"]
-        h = jax.nn.gelu(quantized_matmul(x, w1, dynamic=config, bias=b1), approximate=False)
+        h = jax.nn.gelu(quantized_matmul(x, w1, dynamic=config, bias=b1),
+                        approximate=approximate)
         return x + quantized_matmul(h, w2, dynamic=config, bias=b2)
 
     @jax.jit
     def jaxq_float(x, params):
         (_, _, w1, b1), (_, _, w2, b2) = params["up"], params["down"]
-        return x + (jax.nn.gelu(x @ w1 + b1, approximate=False) @ w2 + b2)
+        return x + (jax.nn.gelu(x @ w1 + b1, approximate=approximate) @ w2 + b2)
 
     print(f"native backend: {cpu.isa()}, {cpu.num_threads()} threads; torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads); jax {jax.__version__}; "
-          f"load average {load_average()}")
+          f"GELU {args.gelu}; load average {load_average()}")
     print("| M | torch float | torch int8 (quantize_dynamic) | jaxq float (XLA) | jaxq int8 | "
           "int8 / float: torch, jaxq | jaxq int8 / torch int8 throughput | max abs diff "
           "jaxq - torch int8 |")

@@ -32,18 +32,32 @@ from jaxq.quantization_mappings import (
 __all__ = ["convert", "swap_module"]
 
 def _weight_qparams(mod: Any) -> dict[str, Any]:
-    """torch's ``get_qparam_dict`` of the weight observer, for reference modules."""
+    """torch's ``get_qparam_dict`` of ``mod.qconfig.weight()`` run on the kernel.
+
+    As torch: placeholder observers give ``{"qscheme": None, "dtype": ...}``; symmetric
+    qschemes become affine (per_tensor_* -> per_tensor_affine, per_channel_symmetric ->
+    per_channel_affine); ``axis`` is torch's weight axis.
+    """
+    from jaxq.core.qscheme import QScheme
     from jaxq.nn.layout import weight_observer_for_kernel
+    from jaxq.observer.simple import NoopObserver, PlaceholderObserver
     kernel = mod.kernel.get_value()
     observer = weight_observer_for_kernel(mod.qconfig.weight, kernel)
     observer(kernel)
-    scale, zero_point = observer.calculate_qparams()
-    qparams = {"qscheme": getattr(observer, "qscheme", None),
-               "dtype": getattr(observer, "dtype", None),
-               "scale": scale, "zero_point": zero_point}
-    if getattr(observer, "ch_axis", None) is not None and qparams["qscheme"] is not None \
-            and qparams["qscheme"].is_per_channel:
+    qscheme = getattr(observer, "qscheme", None)
+    dtype = getattr(observer, "dtype", None)
+    if not isinstance(qscheme, QScheme) \
+            or isinstance(observer, (PlaceholderObserver, NoopObserver)):
+        return {"qscheme": None, "dtype": dtype}
+    qparams: dict[str, Any] = {"dtype": dtype}
+    if qscheme.is_per_tensor:
+        qscheme = QScheme.per_tensor_affine
+    else:
+        if qscheme is QScheme.per_channel_symmetric:
+            qscheme = QScheme.per_channel_affine
         qparams["axis"] = getattr(observer, "torch_ch_axis", observer.ch_axis)
+    qparams["qscheme"] = qscheme
+    qparams["scale"], qparams["zero_point"] = observer.calculate_qparams()
     for name in ("quant_min", "quant_max"):
         if hasattr(observer, name):
             qparams[name] = getattr(observer, name)

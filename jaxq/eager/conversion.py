@@ -31,7 +31,7 @@ from jaxq.quantization_mappings import (
 
 __all__ = ["convert", "swap_module"]
 
-def _weight_qparams(mod: Any) -> dict[str, Any]:
+def _weight_qparams(mod: Any, qmod: Any) -> dict[str, Any]:
     """torch's ``get_qparam_dict`` of ``mod.qconfig.weight()`` run on the kernel.
 
     As torch: placeholder observers give ``{"qscheme": None, "dtype": ...}``; symmetric
@@ -41,7 +41,10 @@ def _weight_qparams(mod: Any) -> dict[str, Any]:
     from jaxq.core.qscheme import QScheme
     from jaxq.nn.layout import weight_observer_for_kernel
     from jaxq.observer.simple import NoopObserver, PlaceholderObserver
-    kernel = mod.kernel.get_value()
+    # A reference class whose torch weight is not kernel_to_torch(mod.kernel) (the
+    # transposed convolutions) says which kernel the observer sees.
+    observed_kernel = getattr(qmod, "_observed_kernel", None)
+    kernel = observed_kernel(mod) if observed_kernel else mod.kernel.get_value()
     observer = weight_observer_for_kernel(mod.qconfig.weight, kernel)
     observer(kernel)
     qscheme = getattr(observer, "qscheme", None)
@@ -92,7 +95,7 @@ def swap_module(mod: nnx.Module, mapping: dict, custom_module_class_mapping: dic
     if qmod is None:
         return mod
     if getattr(qmod, "_IS_REFERENCE", False):
-        return qmod.from_float(mod, _weight_qparams(mod))
+        return qmod.from_float(mod, _weight_qparams(mod, qmod))
     try:
         parameters = inspect.signature(qmod.from_float).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without signatures

@@ -148,3 +148,42 @@ def test_reference_model_rejects_quantized_activations_like_torch(rng):
         tref(nchw(x))
     with pytest.raises(TypeError, match="float input"):
         ref(jnp.asarray(x))
+
+
+def test_convert_reference_conv_transpose_matches_torch(rng):
+    """Transposed convs: the observer sees torch's ``(in, out, *k)`` weight (per-tensor
+    only, as torch's prepare rejects per-channel weight observers for them)."""
+    from jaxq.nn.quantized.reference import ConvTranspose2d as RefConvTranspose2d
+    torch.manual_seed(int(rng.integers(0, 2**31)))
+    tmodel = torch.nn.Sequential(tq.QuantStub(), torch.nn.ConvTranspose2d(2, 3, 3, stride=2),
+                                 tq.DeQuantStub()).eval()
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.quant = QuantStub()
+            self.convt = nnx.ConvTranspose(2, 3, (3, 3), strides=2, padding=((2, 2), (2, 2)),
+                                           transpose_kernel=True, rngs=nnx.Rngs(0))
+            self.dequant = DeQuantStub()
+
+        def __call__(self, x):
+            return self.dequant(self.convt(self.quant(x)))
+
+    model = Net()
+    w = tmodel[1].weight.detach().numpy()
+    model.convt.kernel.set_value(jnp.asarray(np.ascontiguousarray(w.transpose(2, 3, 1, 0))))
+    model.convt.bias.set_value(jnp.asarray(tmodel[1].bias.detach().numpy()))
+    tmodel.qconfig, model.qconfig = tq.default_qconfig, jqc.default_qconfig
+    tprepared, prepared = tq.prepare(tmodel), prepare(model)
+    x = rng.normal(size=(2, 4, 4, 2)).astype(np.float32)
+    tprepared(nchw(x))
+    prepared(jnp.asarray(x))
+    tref, ref = tq.convert(tprepared, is_reference=True), convert(prepared, is_reference=True)
+    assert isinstance(ref.convt, RefConvTranspose2d)
+    assert isinstance(tref[1], torch.ao.nn.quantized.reference.ConvTranspose2d)
+    np.testing.assert_array_equal(np.asarray(ref.convt.weight_scale.get_value()),
+                                  tref[1].weight_scale.numpy())
+    np.testing.assert_array_equal(np.asarray(ref.convt.get_weight()),
+                                  tref[1].get_weight().detach().numpy())
+    got = np.asarray(_forward(ref.convt, jnp.asarray(x)))
+    expected = tref[1](nchw(x)).detach().numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

@@ -7,7 +7,10 @@ jaxq modules are channels-last and keep Flax kernel layouts; ``get_weight()`` /
 """
 
 from jaxq.nn.quantized.reference.conv import Conv1d, Conv2d, Conv3d
+from jaxq.nn.quantized.reference.conv_transpose import (
+    ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)
 from jaxq.nn.quantized.reference.linear import Linear
 from jaxq.nn.quantized.reference.utils import ReferenceQuantizedModule
 
-__all__ = ["ReferenceQuantizedModule", "Linear", "Conv1d", "Conv2d", "Conv3d"]
+__all__ = ["ReferenceQuantizedModule", "Linear", "Conv1d", "Conv2d", "Conv3d",
+           "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]

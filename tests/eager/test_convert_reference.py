@@ -187,3 +187,44 @@ def test_convert_reference_conv_transpose_matches_torch(rng):
     got = np.asarray(_forward(ref.convt, jnp.asarray(x)))
     expected = tref[1](nchw(x)).detach().numpy().transpose(0, 2, 3, 1)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_convert_reference_embedding(rng):
+    """torch 2.13's reference Embedding lacks ``_IS_REFERENCE``, so its eager
+    ``convert(is_reference=True)`` calls ``from_float(mod)`` without weight_qparams and
+    fails; jaxq converts, with the module torch's ``from_float(mod, get_qparam_dict(
+    qconfig.weight() run on the weight))`` builds."""
+    from torch.ao.quantization.utils import get_qparam_dict
+    from jaxq.nn.quantized.reference import Embedding as RefEmbedding
+    table = rng.normal(size=(10, 8)).astype(np.float32)
+    tmodel = torch.nn.Sequential(torch.nn.Embedding(10, 8, _weight=torch.from_numpy(table)))
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.emb = nnx.Embed(10, 8, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.emb(x)
+
+    model = Net()
+    model.emb.embedding.set_value(jnp.asarray(table))
+    tmodel[0].qconfig = tq.float_qparams_weight_only_qconfig
+    model.emb.qconfig = jqc.float_qparams_weight_only_qconfig
+    indices = rng.integers(0, 10, size=(3, 2))
+    tprepared, prepared = tq.prepare(tmodel), prepare(model)
+    tprepared(torch.from_numpy(indices))
+    prepared(jnp.asarray(indices))
+    with pytest.raises(TypeError, match="weight_qparams"):
+        tq.convert(tprepared, is_reference=True)
+    observer = tq.float_qparams_weight_only_qconfig.weight()
+    observer(tmodel[0].weight)
+    tref = torch.ao.nn.quantized.reference.Embedding.from_float(tmodel[0],
+                                                                get_qparam_dict(observer))
+    ref = convert(prepared, is_reference=True)
+    assert isinstance(ref.emb, RefEmbedding)
+    np.testing.assert_array_equal(np.asarray(ref.emb.weight_scale.get_value()),
+                                  tref.weight_scale.numpy())
+    np.testing.assert_array_equal(np.asarray(ref.emb.weight_zero_point.get_value()),
+                                  tref.weight_zero_point.numpy())
+    np.testing.assert_array_equal(np.asarray(ref(jnp.asarray(indices))),
+                                  tref(torch.from_numpy(indices)).detach().numpy())

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <sched.h>
 
 #include "jaxq_cpu.h"
@@ -125,8 +126,14 @@ int64_t spin_nanoseconds() {
 class SpinPool {
  public:
   static SpinPool& get() {
-    static SpinPool* pool = new SpinPool();
-    return *pool;
+    static const bool registered = [] {
+      // A forked child has none of the workers and maybe a mutex held by one: it starts
+      // a fresh pool (the old one is leaked, as the pool always is).
+      pthread_atfork(nullptr, nullptr, [] { instance().store(new SpinPool()); });
+      return true;
+    }();
+    (void)registered;
+    return *instance().load(std::memory_order_acquire);
   }
 
   bool try_acquire() {
@@ -160,6 +167,11 @@ class SpinPool {
 
  private:
   SpinPool() : spin_ns_(spin_nanoseconds()) {}
+
+  static std::atomic<SpinPool*>& instance() {
+    static std::atomic<SpinPool*> pool{new SpinPool()};
+    return pool;
+  }
 
   void ensure_workers(int count) {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -163,6 +163,34 @@ def _run(script: str, env_update: dict, timeout: int = 300) -> subprocess.Comple
                           env=env, cwd=REPO, timeout=timeout, check=False)
 
 
+FORK_SCRIPT = textwrap.dedent("""
+    import os, warnings
+    import numpy as np, jax
+    warnings.filterwarnings("ignore")
+    from jaxq.kernels import DynamicQuantization, pack_weight, quantized_matmul
+    rng = np.random.default_rng(0)
+    w = pack_weight(rng.integers(-128, 128, (512, 512)).astype(np.int8), np.float32(0.01))
+    x = rng.standard_normal((64, 512)).astype(np.float32)
+    f = jax.jit(lambda x: quantized_matmul(x, w, dynamic=DynamicQuantization()))
+    expected = np.asarray(f(x))  # the helper pool now has workers
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if np.array_equal(np.asarray(f(x)), expected) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert np.array_equal(np.asarray(f(x)), expected)
+    print("FORK OK")
+""")
+
+
+@needs_native
+def test_forked_child_runs_the_kernels():
+    """A child forked after the helper pool started gets a fresh pool (no deadlock)."""
+    result = _run(FORK_SCRIPT, {}, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "FORK OK" in result.stdout
+
+
 def test_falls_back_to_xla_without_a_compiler(tmp_path):
     """No compiler, empty cache: one warning line, then the XLA path gives the results."""
     script = textwrap.dedent("""

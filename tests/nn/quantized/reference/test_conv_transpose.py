@@ -24,7 +24,6 @@ SPATIAL = {1: (6,), 2: (5, 4), 3: (3, 4, 3)}
 
 # (rank, qscheme, dtype, axis, stride, padding, output_padding, groups, dilation, bias)
 CASES = [
-    (1, "per_tensor", "qint8", 0, 2, 1, 1, 1, 1, True),
     (1, "per_channel", "qint8", 1, 1, 0, 0, 2, 2, False),
     (2, "per_tensor", "quint8", 0, 2, 1, 1, 1, 1, True),
     (2, "per_channel", "qint8", 0, (2, 1), (1, 0), (1, 0), 2, (1, 2), True),

@@ -32,7 +32,23 @@ from jaxq.quantization_mappings import (
 __all__ = ["convert", "swap_module"]
 
 def _weight_qparams(mod: Any, qmod: Any) -> dict[str, Any]:
-    """torch's ``get_qparam_dict`` of ``mod.qconfig.weight()`` run on the kernel.
+    """The ``weight_qparams`` a reference class's ``from_float`` takes.
+
+    A class whose torch weight is not ``kernel_to_torch(mod.kernel)`` says which kernel
+    the observer sees (``_observed_kernel``: transposed convs, embeddings); the RNN cells
+    build their ``weight_qparams_dict`` from one call per weight
+    (``_reference_weight_qparams``).
+    """
+    builder = getattr(qmod, "_reference_weight_qparams", None)
+    if builder is not None:
+        return builder(mod, lambda kernel: _kernel_qparams(mod, kernel))
+    observed_kernel = getattr(qmod, "_observed_kernel", None)
+    kernel = observed_kernel(mod) if observed_kernel else mod.kernel.get_value()
+    return _kernel_qparams(mod, kernel)
+
+
+def _kernel_qparams(mod: Any, kernel: Any) -> dict[str, Any]:
+    """torch's ``get_qparam_dict`` of ``mod.qconfig.weight()`` run on the Flax kernel.
 
     As torch: placeholder observers give ``{"qscheme": None, "dtype": ...}``; symmetric
     qschemes become affine (per_tensor_* -> per_tensor_affine, per_channel_symmetric ->
@@ -41,10 +57,6 @@ def _weight_qparams(mod: Any, qmod: Any) -> dict[str, Any]:
     from jaxq.core.qscheme import QScheme
     from jaxq.nn.layout import weight_observer_for_kernel
     from jaxq.observer.simple import NoopObserver, PlaceholderObserver
-    # A reference class whose torch weight is not kernel_to_torch(mod.kernel) (the
-    # transposed convolutions) says which kernel the observer sees.
-    observed_kernel = getattr(qmod, "_observed_kernel", None)
-    kernel = observed_kernel(mod) if observed_kernel else mod.kernel.get_value()
     observer = weight_observer_for_kernel(mod.qconfig.weight, kernel)
     observer(kernel)
     qscheme = getattr(observer, "qscheme", None)

@@ -10,9 +10,10 @@ from jaxq.nn.quantized.reference.conv import Conv1d, Conv2d, Conv3d
 from jaxq.nn.quantized.reference.conv_transpose import (
     ConvTranspose1d, ConvTranspose2d, ConvTranspose3d)
 from jaxq.nn.quantized.reference.linear import Linear
+from jaxq.nn.quantized.reference.rnn import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from jaxq.nn.quantized.reference.sparse import Embedding, EmbeddingBag
 from jaxq.nn.quantized.reference.utils import ReferenceQuantizedModule
 
 __all__ = ["ReferenceQuantizedModule", "Linear", "Conv1d", "Conv2d", "Conv3d",
            "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Embedding",
-           "EmbeddingBag"]
+           "EmbeddingBag", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]

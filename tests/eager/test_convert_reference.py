@@ -228,3 +228,61 @@ def test_convert_reference_embedding(rng):
                                   tref.weight_zero_point.numpy())
     np.testing.assert_array_equal(np.asarray(ref(jnp.asarray(indices))),
                                   tref(torch.from_numpy(indices)).detach().numpy())
+
+
+def test_convert_reference_lstm_cell(rng):
+    """torch 2.13's reference cells lack ``_IS_REFERENCE`` (its convert fails); jaxq
+    gives the cell torch's ``from_float(mod, weight_qparams_dict)`` builds with one
+    ``get_qparam_dict(qconfig.weight())`` per weight."""
+    from torch.ao.quantization.utils import get_qparam_dict
+    from jaxq.nn.quantized.reference import LSTMCell as RefLSTMCell
+    torch.manual_seed(int(rng.integers(0, 2**31)))
+    tcell = torch.nn.LSTMCell(5, 4)
+    with torch.no_grad():
+        tcell.bias_ih.zero_()  # Flax's LSTMCell has no input-side biases
+    tmodel = torch.nn.Sequential(tcell)
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.quant = QuantStub()
+            self.cell = nnx.LSTMCell(5, 4, rngs=nnx.Rngs(0))
+            self.dequant = DeQuantStub()
+
+    model = Net()  # the stubs' observers mark it prepared; the cell needs no calibration
+    hidden = 4
+    w_ih, w_hh = tcell.weight_ih.detach().numpy(), tcell.weight_hh.detach().numpy()
+    b_hh = tcell.bias_hh.detach().numpy()
+    for gate, (lin_i, lin_h) in enumerate([("ii", "hi"), ("if_", "hf"), ("ig", "hg"),
+                                           ("io", "ho")]):
+        rows = slice(gate * hidden, (gate + 1) * hidden)
+        getattr(model.cell, lin_i).kernel.set_value(jnp.asarray(w_ih[rows].T))
+        getattr(model.cell, lin_h).kernel.set_value(jnp.asarray(w_hh[rows].T))
+        getattr(model.cell, lin_h).bias.set_value(jnp.asarray(b_hh[rows]))
+    tqconfig, jqconfig = tq.get_default_qconfig("x86"), jqc.get_default_qconfig("x86")
+    tmodel[0].qconfig = tqconfig
+    model.qconfig = jqconfig
+    tprepared, prepared = tq.prepare(tmodel), prepare(model)
+    with pytest.raises(TypeError, match="weight_qparams_dict"):
+        tq.convert(tprepared, is_reference=True)
+    qparams = {}
+    for name in ("weight_ih", "weight_hh"):
+        observer = tqconfig.weight()
+        observer(getattr(tcell, name))
+        qparams[name] = get_qparam_dict(observer)
+    tref = torch.ao.nn.quantized.reference.LSTMCell.from_float(
+        tcell, {**qparams, "is_decomposed": False})
+    ref = convert(prepared, is_reference=True)
+    assert isinstance(ref.cell, RefLSTMCell)
+    for name in ("ih", "hh"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(ref.cell, f"weight_{name}_scale").get_value()),
+            getattr(tref, f"weight_{name}_scale").numpy())
+        np.testing.assert_array_equal(np.asarray(getattr(ref.cell, f"get_weight_{name}")()),
+                                      getattr(tref, f"get_weight_{name}")().detach().numpy())
+    x = rng.normal(size=(3, 5)).astype(np.float32)
+    got_h, got_c = ref.cell(jnp.asarray(x))
+    want_h, want_c = tref(torch.from_numpy(x))
+    np.testing.assert_allclose(np.asarray(got_h), want_h.detach().numpy(), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got_c), want_c.detach().numpy(), rtol=1e-5,
+                               atol=1e-5)

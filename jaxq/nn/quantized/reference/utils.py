@@ -75,7 +75,11 @@ def _as_weight_dtype(dtype: Any) -> QuantDType:
     try:
         return as_quant_dtype(dtype, "weight_qparams['dtype']")
     except TypeError:
-        if np.dtype(dtype) == np.float32:  # jnp.float32 / np.float32
+        try:
+            is_float32 = np.dtype(dtype) == np.float32  # jnp.float32 / np.float32
+        except TypeError:
+            is_float32 = False
+        if is_float32:
             return float32
         raise
 

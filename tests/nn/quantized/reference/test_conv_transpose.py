@@ -70,7 +70,7 @@ def test_matches_torch(rng, case):
     _compare(rng, tref, ref, rank)
 
 
-@pytest.mark.parametrize("transpose_kernel", [False, True])
+@pytest.mark.parametrize("transpose_kernel", [False])  # True: tests/eager
 def test_from_float_flax_conv_transpose(rng, transpose_kernel):
     k, s, p, op, d = 3, 2, 1, 1, 1
     tconv, tref, qparams = _torch_ref(rng, 2, "per_channel", "qint8", 0, s, p, op, 1, d,

@@ -57,8 +57,9 @@ def _torch_cell(kind, rng):
     return tcell
 
 
-@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("qscheme,dtype", [("per_tensor", "quint8"), ("per_channel", "qint8")])
+@pytest.mark.parametrize("kind,qscheme,dtype", [
+    ("rnn", "per_tensor", "quint8"), ("rnn", "per_channel", "qint8"),
+    ("lstm", "per_channel", "qint8"), ("gru", "per_tensor", "qint8")])
 def test_matches_torch(rng, kind, qscheme, dtype):
     tcell = _torch_cell(kind, rng)
     qparams_dict = {

@@ -99,3 +99,22 @@ def test_errors(rng):
                                      "scale": jnp.ones(2), "zero_point": jnp.zeros(2, int)})
     with pytest.raises(TypeError, match="nnx.Linear"):
         Linear.from_float(nnx.Conv(2, 2, (1,), rngs=nnx.Rngs(0)), None)
+
+
+def test_decomposed_weight_qparams_match_torch(rng):
+    """``is_decomposed`` uses torch's quantized_decomposed ops and quant_min/quant_max."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the ops
+    tlinear = torch.nn.Linear(6, 4)
+    qparams = random_weight_qparams(rng, tlinear.weight.detach().numpy(), "per_channel",
+                                    "qint8")
+    qparams.update(is_decomposed=True, quant_min=-100, quant_max=100)
+    tref = TorchRefLinear.from_float(tlinear, qparams)
+    linear = nnx.Linear(6, 4, rngs=nnx.Rngs(0))
+    linear.kernel.set_value(jnp.asarray(tlinear.weight.detach().numpy().T))
+    linear.bias.set_value(jnp.asarray(tlinear.bias.detach().numpy()))
+    ref = Linear.from_float(linear, qparams)
+    assert ref.is_decomposed and (ref.weight_quant_min, ref.weight_quant_max) == (-100, 100)
+    np.testing.assert_array_equal(np.asarray(ref.get_quantized_weight()),
+                                  tref.get_quantized_weight().numpy())
+    np.testing.assert_array_equal(np.asarray(ref.get_weight()),
+                                  tref.get_weight().detach().numpy())

@@ -139,6 +139,7 @@ DEFAULT_REFERENCE_STATIC_QUANT_MODULE_MAPPINGS: dict[Callable, Any] = _build(_T_
     (_FLAX + "Embed", _NNQR + "Embedding"),
     (_FLAX + "GRUCell", _NNQR + "GRUCell"),
     (_FLAX + "LSTMCell", _NNQR + "LSTMCell"),
+    (_FLAX + "OptimizedLSTMCell", _NNQR + "LSTMCell"),  # Flax's fused-gate cell
     (_FLAX + "SimpleCell", _NNQR + "RNNCell"),
 ], propagation=False)
 _torch_only(_T_REF, ["torch.nn.EmbeddingBag", "torch.nn.LSTM"],

@@ -51,7 +51,6 @@ SECTION_TO_MODULE["torch (dtypes and qschemes)"] = "jaxq"
 
 # Names that import but are knowingly incomplete: name -> what is missing.
 PARTIAL: dict[str, str] = {
-    "jaxq.convert": "is_reference=True is untested: no quantized.reference modules yet",
     "jaxq.QTensor.mean": "over several non-trailing dims it can differ from torch by 1 at "
                          "rounding ties (float summation order)",
 }

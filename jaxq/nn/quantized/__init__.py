@@ -1,7 +1,9 @@
 """``torch.ao.nn.quantized`` on Flax NNX: modules that take and return :class:`jaxq.QTensor`.
 
 ``torch.ao.nn.quantized.X`` is ``jaxq.nn.quantized.X``; the functional ops are
-``jaxq.nn.quantized.functional``, the dynamic modules ``jaxq.nn.quantized.dynamic``, and
+``jaxq.nn.quantized.functional``, the dynamic modules ``jaxq.nn.quantized.dynamic``, the
+reference modules (float compute on quantize-dequantized weights)
+``jaxq.nn.quantized.reference``, and
 the ``torch.ops.quantized`` element-wise / normalization ops ``jaxq.nn.quantized.ops``.
 
 Layout: activations channels-last (``(N, H, W, C)``...); ``weight()`` returns weights in
@@ -14,7 +16,7 @@ run 'quantized::...' with arguments from the 'CPU' backend").
 Not provided: LSTM, MultiheadAttention, PReLU.
 """
 
-from jaxq.nn.quantized import dynamic, functional, ops  # noqa: F401
+from jaxq.nn.quantized import dynamic, functional, ops, reference  # noqa: F401
 from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedState, QuantizedWeight
 from jaxq.nn.quantized.activation import ELU, Hardswish, LeakyReLU, ReLU6, Sigmoid, Softmax
 from jaxq.nn.quantized.conv import Conv1d, Conv2d, Conv3d

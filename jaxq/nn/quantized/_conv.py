@@ -60,6 +60,18 @@ def normalize_tuple(value: Any, n: int, argument: str, minimum: int = 1) -> tupl
     return values
 
 
+def check_conv_channels(in_channels: Any, out_channels: Any, groups: Any) -> None:
+    """Raises ValueError unless all three are positive ints and groups divides both."""
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("groups", groups)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive int")
+    if in_channels % groups:
+        raise ValueError("in_channels must be divisible by groups")
+    if out_channels % groups:
+        raise ValueError("out_channels must be divisible by groups")
+
+
 def normalize_padding(padding: Any, n: int) -> str | tuple[tuple[int, int], ...]:
     """torch / Flax padding as ``((lo, hi), ...)`` or ``"SAME"`` / ``"VALID"``.
 

@@ -30,7 +30,7 @@ from jaxq.core.dtypes import qint8, quint8
 from jaxq.core.qtensor import QTensor
 from jaxq.nn.quantized import _utils
 from jaxq.nn.quantized._conv import (
-    normalize_padding, normalize_tuple, pack_weight_for_rank, quantized_conv_any,
+    check_conv_channels, normalize_padding, normalize_tuple, pack_weight_for_rank, quantized_conv_any,
     torch_weight_of)
 from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedWeight
 from jaxq.nn.quantized.linear import _kernel_and_bias
@@ -81,15 +81,7 @@ class _ConvNd(nnx.Module):
         if padding_mode != "zeros":
             raise ValueError(f"Only 'zeros' is supported as padding_mode for quantized "
                              f"convolutions; got {padding_mode!r}")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
-        if in_channels % groups:
-            raise ValueError("in_channels must be divisible by groups")
-        if out_channels % groups:
-            raise ValueError("out_channels must be divisible by groups")
+        check_conv_channels(in_channels, out_channels, groups)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = normalize_tuple(kernel_size, n, "kernel_size")

@@ -51,7 +51,7 @@ from jaxq.core.qscheme import QScheme
 from jaxq.core.qtensor import QTensor
 from jaxq.nn.quantized import _utils
 from jaxq.nn.quantized._conv import (
-    PackedConvWeight, normalize_tuple, pack_conv_weight, quantized_conv)
+    PackedConvWeight, check_conv_channels, normalize_tuple, pack_conv_weight, quantized_conv)
 from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedWeight
 
 __all__ = ["ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
@@ -434,15 +434,7 @@ class _ConvTransposeNd(nnx.Module):
         if padding_mode != "zeros":
             raise ValueError(f'Only "zeros" padding mode is supported for '
                              f"{type(self).__name__}; got padding_mode={padding_mode!r}")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
-        if in_channels % groups:
-            raise ValueError("in_channels must be divisible by groups")
-        if out_channels % groups:
-            raise ValueError("out_channels must be divisible by groups")
+        check_conv_channels(in_channels, out_channels, groups)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = normalize_tuple(kernel_size, n, "kernel_size")

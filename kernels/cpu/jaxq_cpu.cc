@@ -418,30 +418,55 @@ ffi::Error QGemmImpl(ffi::ThreadPool xla_pool, ffi::AnyBuffer x, ffi::AnyBuffer 
     s.row_sums.resize(m);
     s.zx_row.resize(m);
     s.sx_row.resize(m);
-    for (int64_t grp = 0; grp < row_groups; ++grp) {
-      const float* xg = xf + grp * rows_per_group * k;
-      float mn, mx;
-      kern.min_max(xg, rows_per_group * k, &mn, &mx);
+    // Rows [b, e) quantized with the range [mn, mx] of their group.
+    auto quantize_rows_of = [&](int64_t b, int64_t e, float mn, float mx) {
       float scale;
       int32_t zp;
       choose_qparams(mn, mx, static_cast<int32_t>(dyn_qmin), static_cast<int32_t>(dyn_qmax),
                      &scale, &zp);
-      const float inv = 1.0f / scale;
-      const int64_t r0 = grp * rows_per_group;
-      const int tasks = rows_per_group * k >= (1 << 15) ? tp.size() : 1;
-      tp.parallel_for(tasks, [&](int i) {
-        int64_t b, e;
-        split(rows_per_group, tasks, i, 1, &b, &e);
-        if (b >= e) return;
-        QuantizeArgs q{xf + (r0 + b) * k, e - b, k, kp, inv, static_cast<float>(zp),
-                       store_lo, store_hi, offset, s.a.data() + (r0 + b) * kp,
-                       s.row_sums.data() + r0 + b};
-        kern.quantize_rows(q);
-      });
-      for (int64_t r = r0; r < r0 + rows_per_group; ++r) {
+      QuantizeArgs q{xf + b * k, e - b, k, kp, 1.0f / scale, static_cast<float>(zp),
+                     store_lo, store_hi, offset, s.a.data() + b * kp, s.row_sums.data() + b};
+      kern.quantize_rows(q);
+      for (int64_t r = b; r < e; ++r) {
         s.zx_row[r] = zp + offset;
         s.sx_row[r] = scale;
       }
+    };
+    const bool parallel = m * k >= (1 << 15);
+    if (row_groups == 1) {
+      // One range for the batch: the min / max of slices of rows in parallel (min and max
+      // are exact, so the slicing does not change them), then the rows in parallel.
+      const int tasks = parallel ? tp.size() : 1;
+      std::vector<float> mins(tasks, INFINITY), maxs(tasks, -INFINITY);
+      tp.parallel_for(tasks, [&](int i) {
+        int64_t b, e;
+        split(m, tasks, i, 1, &b, &e);
+        if (b < e) kern.min_max(xf + b * k, (e - b) * k, &mins[i], &maxs[i]);
+      });
+      float mn = mins[0], mx = maxs[0];
+      for (int i = 1; i < tasks; ++i) {
+        mn = std::min(mn, mins[i]);
+        mx = std::max(mx, maxs[i]);
+      }
+      tp.parallel_for(tasks, [&](int i) {
+        int64_t b, e;
+        split(m, tasks, i, 1, &b, &e);
+        if (b < e) quantize_rows_of(b, e, mn, mx);
+      });
+    } else {
+      // A range per group of rows (per token: per row): whole groups per task.
+      const int tasks = parallel ? static_cast<int>(std::min<int64_t>(row_groups,
+                                                                      tp.size() * 4)) : 1;
+      tp.parallel_for(tasks, [&](int i) {
+        int64_t gb, ge;
+        split(row_groups, tasks, i, 1, &gb, &ge);
+        for (int64_t grp = gb; grp < ge; ++grp) {
+          const int64_t r0 = grp * rows_per_group;
+          float mn, mx;
+          kern.min_max(xf + r0 * k, rows_per_group * k, &mn, &mx);
+          quantize_rows_of(r0, r0 + rows_per_group, mn, mx);
+        }
+      });
     }
     g.A = s.a.data();
     g.lda = kp;

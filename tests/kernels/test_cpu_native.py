@@ -113,6 +113,23 @@ def test_one_thread_gives_identical_results(rng):
 
 
 @needs_native
+@pytest.mark.parametrize("granularity", ["per_tensor", "per_token"])
+def test_dynamic_quantization_of_large_batches_matches_reference(rng, granularity):
+    """Batches large enough that the activation range and quantization run in parallel
+    (slices of rows, or whole tokens per task) give the reference's bits."""
+    k, n = 300, 70
+    w = pack_weight(rng.integers(-128, 128, (n, k)).astype(np.int8),
+                    rng.uniform(.01, .02, n).astype(np.float32))
+    config = DynamicQuantization(granularity)
+    for m in (257, 1000):
+        x = (rng.standard_normal((m, k)) * rng.uniform(0.1, 10, (m, 1))).astype(np.float32)
+        got = jax.jit(lambda x: quantized_matmul(x, w, dynamic=config,
+                                                 backend="cpu_native"))(x)
+        ref = jax.jit(lambda x: quantized_matmul(x, w, dynamic=config, backend="xla"))(x)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+
+
+@needs_native
 def test_concurrent_calls_give_identical_results(rng):
     """Calls from several threads at once: one holds jaxq's pool, the others fall back to
     XLA's; every result is the single-threaded one."""

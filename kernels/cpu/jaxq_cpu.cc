@@ -106,6 +106,16 @@ struct Job {
       done.fetch_add(1, std::memory_order_release);
     }
   }
+  // Called by the job's owner after its own work(): returns once every task is done.
+  void wait() const {
+    for (int spins = 0; done.load(std::memory_order_acquire) < tasks; ++spins) {
+      if (spins < 4096) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
   const int tasks;
   const std::function<void(int)>* const fn;
   std::atomic<int> next{0}, done{0};
@@ -154,13 +164,7 @@ class SpinPool {
     }
     if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_.notify_all();
     job->work();
-    for (int spins = 0; job->done.load(std::memory_order_acquire) < job->tasks; ++spins) {
-      if (spins < 4096) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    job->wait();
     std::lock_guard<std::mutex> lock(mutex_);
     current_.reset();
   }
@@ -174,12 +178,14 @@ class SpinPool {
   }
 
   void ensure_workers(int count) {
+    if (started_.load(std::memory_order_acquire) >= count) return;
     std::lock_guard<std::mutex> lock(mutex_);
     while (static_cast<int>(workers_.size()) < count) {
       const int index = static_cast<int>(workers_.size());
       workers_.emplace_back([this, index] { loop(index); });
       workers_.back().detach();
     }
+    started_.store(static_cast<int>(workers_.size()), std::memory_order_release);
   }
 
   void loop(int index) {
@@ -214,6 +220,7 @@ class SpinPool {
   std::atomic<bool> busy_{false};
   std::atomic<uint64_t> epoch_{0};
   std::atomic<int> sleepers_{0};
+  std::atomic<int> started_{0};
   std::mutex mutex_;
   std::condition_variable wake_;
   std::shared_ptr<Job> current_;
@@ -246,13 +253,7 @@ class Parallel {
     }
     for (int h = 0; h < helpers; ++h) xla_.Schedule([job] { job->work(); });
     job->work();
-    for (int spins = 0; job->done.load(std::memory_order_acquire) < tasks; ++spins) {
-      if (spins < 4096) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    job->wait();
   }
 
  private:
@@ -326,7 +327,7 @@ void choose_qparams(float min, float max, int32_t qmin, int32_t qmax, float* sca
 struct Scratch {
   std::vector<uint8_t> a;
   std::vector<int32_t> row_sums, zx_row, col_offset;
-  std::vector<float> sx_row, rq_mult, rq_bias, xpad, xsum;
+  std::vector<float> sx_row, rq_mult, rq_bias, xpad, xsum, slice_min, slice_max;
 };
 thread_local Scratch t_scratch;
 
@@ -437,7 +438,10 @@ ffi::Error QGemmImpl(ffi::ThreadPool xla_pool, ffi::AnyBuffer x, ffi::AnyBuffer 
       // One range for the batch: the min / max of slices of rows in parallel (min and max
       // are exact, so the slicing does not change them), then the rows in parallel.
       const int tasks = parallel ? tp.size() : 1;
-      std::vector<float> mins(tasks, INFINITY), maxs(tasks, -INFINITY);
+      std::vector<float>& mins = s.slice_min;
+      std::vector<float>& maxs = s.slice_max;
+      mins.assign(tasks, INFINITY);
+      maxs.assign(tasks, -INFINITY);
       tp.parallel_for(tasks, [&](int i) {
         int64_t b, e;
         split(m, tasks, i, 1, &b, &e);

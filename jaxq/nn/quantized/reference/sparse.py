@@ -152,9 +152,9 @@ def embedding_bag_float(weight: jax.Array, indices: Any, offsets: Any = None,
 
     Raises:
       ValueError: a bad ``mode``, ``per_sample_weights`` with mode != "sum", bad
-        offsets (see :func:`jaxq.nn.quantized.embedding.quantized_embedding_bag`).
+        offsets (see :func:`jaxq.nn.quantized.embedding_ops.quantized_embedding_bag`).
     """
-    from jaxq.nn.quantized.embedding import _bag_bounds, _index_array
+    from jaxq.nn.quantized.embedding_ops import _bag_bounds, _index_array
     if mode not in ("sum", "mean", "max"):
         raise ValueError(f"mode={mode!r} must be 'sum', 'mean' or 'max'")
     indices = _index_array(indices, "indices")

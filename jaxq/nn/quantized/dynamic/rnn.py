@@ -47,8 +47,6 @@ from flax import nnx
 
 from jaxq.core.dtypes import qint8
 from jaxq.core.qtensor import QTensor
-from jaxq.kernels import quantized_matmul
-from jaxq.nn import layout
 from jaxq.nn.quantized import _utils
 from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedWeight
 

@@ -13,10 +13,7 @@ from flax import nnx
 
 from jaxq.core.dtypes import qint8
 from jaxq.core.qtensor import QTensor
-from jaxq.nn import layout
-from jaxq.nn.quantized import _utils
 from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedWeight
-from jaxq.nn.quantized.functional import pack_linear_weight
 
 from jaxq.nn.quantized.dynamic.rnn_ops import (
     dynamic_gate_linear, lstm_cell, gru_cell, GateWeight, _weight_dtype, _pack_gate_weight,

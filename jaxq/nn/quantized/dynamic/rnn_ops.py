@@ -10,7 +10,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxq.core.dtypes import qint8
 from jaxq.core.qtensor import QTensor
 from jaxq.kernels import PackedWeight, quantized_matmul
 from jaxq.nn import layout

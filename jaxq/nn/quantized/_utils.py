@@ -62,6 +62,11 @@ def require_qtensor(x: Any, op: str, argument: str = "input") -> QTensor:
     return x
 
 
+def same_qparams(x: QTensor, values: jax.Array) -> QTensor:
+    """A QTensor of `values` (integers, any shape) with `x`'s qparams and dtype."""
+    return QTensor(values.astype(x.dtype.storage_dtype), x.scale, x.zero_point, x.dtype)
+
+
 def require_per_tensor(x: QTensor, op: str, argument: str = "input",
                        dtypes: tuple[QuantDType, ...] = (quint8, qint8)) -> QTensor:
     """Checks that ``x`` is a per-tensor QTensor of one of ``dtypes``."""

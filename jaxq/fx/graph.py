@@ -1,0 +1,774 @@
+"""Graph capture for Flax NNX models: the JAX analogue of ``torch.fx`` symbolic tracing.
+
+:func:`capture` traces an unmodified ``nnx.Module`` with :func:`jax.make_jaxpr` over
+``(params-state, *example_inputs)`` and turns the jaxpr into a :class:`Graph` of
+:class:`Node` s. While tracing:
+
+* **leaf modules** (``nnx.Linear``, ``nnx.Conv``, ``nnx.BatchNorm``, ...: every type in
+  ``leaf_types``) have their class ``__call__`` temporarily wrapped so each call becomes
+  ONE eqn of the ``jaxq_fx_call`` primitive (its record holds the module path and type);
+  the module body is not inlined;
+* **known functions** (``jax.nn.relu``, ``jnp.mean``, ``nnx.max_pool``, ... : every
+  function in ``leaf_functions``) are temporarily replaced in their public namespaces
+  (``jax.nn``, ``jax.numpy``, ``jax.lax``, ``jax.image``, ``flax.nnx``) by wrappers that
+  also emit one ``jaxq_fx_call`` eqn; a jitted / custom-jvp call whose name is a known
+  ``jax.nn`` activation (``from jax.nn import relu`` escapes the namespace patch) is
+  recognised by name;
+* every other jaxpr eqn (``add``, ``mul``, ``reshape``, ``dot_general``, ...) is a node of
+  its own; ``add``/``mul``/``sub`` get ``operator.add``/``operator.mul``/``operator.sub``
+  as target and ``reshape``/``squeeze``/``transpose``/``expand_dims`` are ``call_method``
+  nodes named like the ``jax.Array`` method, matching how :mod:`jaxq.backend_config`
+  spells patterns;
+* every non-leaf module ``__call__`` opens a ``jax.named_scope`` so each node knows the
+  module whose code produced it (``Node.module_path`` / ``Node.scope_type``), which the
+  QConfigMapping's precedence rules need.
+
+Graph API (stable; later changes are additive only):
+
+* ``Graph.nodes``: list of :class:`Node` in topological (execution) order.
+* :class:`Node` fields: ``id`` (stable int; prepare/convert keep the id of a float node
+  when they replace it, inserted nodes get fresh ids), ``op`` (``"placeholder"``,
+  ``"get_attr"``, ``"call_module"``, ``"call_function"``, ``"call_method"``,
+  ``"output"``), ``target`` (module type / JAX function / method name / jax primitive),
+  ``name`` (unique readable name), ``module_path`` (for ``call_module`` the dotted path of
+  the module inside the root; otherwise the path of the enclosing module, ``""`` = root),
+  ``scope_type`` (type of that enclosing module), ``args`` (a tuple whose items are
+  :class:`Ref` s to earlier node outputs or Python / array constants), ``num_outputs``,
+  ``meta`` (dict: ``"avals"``: output ``jax.ShapeDtypeStruct`` s; ``"call"``: how a
+  ``jaxq_fx_call`` rebuilds its Python call; ``"primitive"``/``"params"`` for primitive
+  eqns; ``"state_path"`` for ``get_attr``), ``call_index`` (how many calls of the same
+  target came earlier in the same scope, torch's module_name_object_type_order index).
+* ``Graph.users(node)``, ``Graph.node(id)``, ``Graph.find(path=..., op=..., target=...)``,
+  ``Graph.format()`` (a table like ``print_tabular``), ``Graph.copy()``.
+* :func:`interpret` ``(graph, root, inputs, node_hook=None)``: evaluates the graph;
+  ``call_module`` nodes call ``get_submodule(root, node.module_path)`` for real (so
+  BatchNorm statistics, observers and dropout RNG state update as usual), ``get_attr``
+  reads the current variable value from ``root``, primitives are bound again.
+  ``node_hook(node, outputs) -> outputs`` sees (and may replace) every node's outputs:
+  the numeric debugger's entry point.
+* :class:`GraphModule` (an ``nnx.Module``): ``root`` (the module tree) + ``graph``;
+  calling it interprets the graph; it works under ``nnx.jit`` (the graph is static).
+
+Deviations from torch.fx: capture is over concrete shapes (``example_inputs``, like
+torch's pt2e export, not FX's shape-free symbolic tracing); Python control flow is
+resolved at capture time; state mutated by non-leaf module code (not by leaf modules)
+is not replayed; functions are only seen as one node when they are looked up through
+their public namespace during the call (``jax.nn.relu(x)``, ``jnp.mean(x)``).
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from flax import nnx
+  >>> class MLP(nnx.Module):
+  ...     def __init__(self):
+  ...         self.fc1 = nnx.Linear(4, 8, rngs=nnx.Rngs(0))
+  ...         self.fc2 = nnx.Linear(8, 2, rngs=nnx.Rngs(1))
+  ...     def __call__(self, x):
+  ...         return self.fc2(jax.nn.relu(self.fc1(x)))
+  >>> gm = capture(MLP(), (jnp.ones((3, 4)),))
+  >>> [(n.op, n.module_path or getattr(n.target, "__name__", n.target))
+  ...  for n in gm.graph.nodes]  # doctest: +NORMALIZE_WHITESPACE
+  [('placeholder', 'x_0'), ('call_module', 'fc1'), ('call_function', 'relu'),
+   ('call_module', 'fc2'), ('output', 'output')]
+  >>> gm(jnp.ones((3, 4))).shape
+  (3, 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import operator
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.extend as jex
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxq.eager._tree import get_submodule
+
+__all__ = [
+    "Ref", "Node", "Graph", "GraphModule", "capture", "interpret", "default_leaf_types",
+    "default_leaf_functions", "fx_call_p", "module_paths",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Data structures
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A reference to output ``index`` of node ``node_id``."""
+
+    node_id: int
+    index: int = 0
+
+
+@dataclasses.dataclass(eq=False)
+class Node:
+    """One operation of a :class:`Graph` (see the module docstring for the fields)."""
+
+    id: int
+    op: str
+    target: Any
+    name: str
+    args: tuple = ()
+    module_path: str = ""
+    scope_type: Any = None
+    num_outputs: int = 1
+    call_index: int | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def input_ids(self) -> list[int]:
+        """Ids of the nodes whose outputs this node reads (in argument order, unique)."""
+        seen: list[int] = []
+        for arg in self.args:
+            if isinstance(arg, Ref) and arg.node_id not in seen:
+                seen.append(arg.node_id)
+        return seen
+
+    def replace(self, **changes: Any) -> Node:
+        """A copy with ``changes`` applied (``meta`` is copied, not shared)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["meta"] = dict(self.meta)
+        fields.update(changes)
+        return Node(**fields)
+
+    def __repr__(self) -> str:
+        return f"Node({self.id}, {self.op}, {self.name})"
+
+
+def _target_name(target: Any) -> str:
+    if isinstance(target, str):
+        return target
+    if isinstance(target, jex.core.Primitive):
+        return target.name
+    name = getattr(target, "__name__", None)
+    if name is None:
+        name = getattr(getattr(target, "fun", None), "__name__", None)
+    return name or type(target).__name__
+
+
+class Graph:
+    """A captured model: nodes in execution order plus the input / output pytrees.
+
+    Attributes:
+      nodes: list of :class:`Node`, topologically ordered.
+      in_tree: treedef of the model's positional inputs ``args`` (a tuple).
+      out_tree: treedef of the model's output.
+    """
+
+    def __init__(self, nodes: Sequence[Node], in_tree: Any, out_tree: Any):
+        self.nodes = list(nodes)
+        self.in_tree = in_tree
+        self.out_tree = out_tree
+
+    # -- lookups -------------------------------------------------------------------------
+    def node(self, node_id: int) -> Node:
+        """The node with id ``node_id`` (KeyError if none)."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(f"node_id={node_id!r} is not in the graph")
+
+    def by_id(self) -> dict[int, Node]:
+        return {node.id: node for node in self.nodes}
+
+    def users(self, node: Node | int) -> list[Node]:
+        """Nodes reading any output of ``node``."""
+        node_id = node if isinstance(node, int) else node.id
+        return [n for n in self.nodes if node_id in n.input_ids]
+
+    def find(self, *, op: str | None = None, path: str | None = None,
+             target: Any = None) -> list[Node]:
+        """Nodes matching every given criterion (``path`` compares ``module_path``)."""
+        return [n for n in self.nodes
+                if (op is None or n.op == op) and (path is None or n.module_path == path)
+                and (target is None or n.target is target)]
+
+    @property
+    def output_node(self) -> Node:
+        return self.nodes[-1]
+
+    def next_id(self) -> int:
+        return max((n.id for n in self.nodes), default=-1) + 1
+
+    def copy(self) -> Graph:
+        """A copy whose nodes can be edited without touching this graph."""
+        return Graph([n.replace() for n in self.nodes], self.in_tree, self.out_tree)
+
+    def format(self) -> str:
+        """A table of the nodes (torch's ``print_tabular``)."""
+        rows = [("id", "op", "name", "target", "module_path", "args")]
+        for n in self.nodes:
+            args = ", ".join(f"%{a.node_id}" + (f"[{a.index}]" if a.index else "")
+                             if isinstance(a, Ref) else _short(a) for a in n.args)
+            rows.append((str(n.id), n.op, n.name, _target_name(n.target), n.module_path,
+                         args))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+    def __repr__(self) -> str:
+        return f"Graph({len(self.nodes)} nodes)"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return f"const{tuple(value.shape)}"
+    return repr(value)
+
+
+# --------------------------------------------------------------------------------------
+# The marker primitive
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(eq=False)
+class _CallRecord:
+    """What one leaf-module / function call looked like at capture time."""
+
+    op: str                       # "call_module" | "call_function"
+    target: Any                   # module type or function
+    module_path: str              # the module's path (call_module) or the calling scope
+    scope_type: Any
+    fn: Callable | None           # the original (unpatched) callable, functions only
+    arg_tree: Any                 # treedef of (args, kwargs)
+    static_leaves: tuple          # leaves of (args, kwargs); None at dynamic positions
+    dynamic_positions: tuple      # indices of the dynamic (array) leaves
+    out_tree: Any
+    out_avals: tuple
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+fx_call_p = jex.core.Primitive("jaxq_fx_call")
+fx_call_p.multiple_results = True
+
+
+@fx_call_p.def_abstract_eval
+def _fx_call_abstract_eval(*args: Any, record: _CallRecord) -> tuple:
+    del args
+    return record.out_avals
+
+
+def _fx_call_impl(*args: Any, record: _CallRecord) -> Any:
+    raise NotImplementedError(
+        "jaxq_fx_call eqns stand for leaf-module / function calls of a captured model; "
+        "evaluate the graph with jaxq.fx.graph.interpret instead of the raw jaxpr")
+
+
+fx_call_p.def_impl(_fx_call_impl)
+
+
+# --------------------------------------------------------------------------------------
+# Capture
+# --------------------------------------------------------------------------------------
+
+def default_leaf_types() -> tuple[type, ...]:
+    """Flax modules that are always one node (what configs can name)."""
+    types = [nnx.Linear, nnx.Conv, nnx.ConvTranspose, nnx.BatchNorm, nnx.LayerNorm,
+             nnx.GroupNorm, nnx.Embed, nnx.Dropout, nnx.InstanceNorm, nnx.PReLU,
+             nnx.LinearGeneral, nnx.Einsum, nnx.RMSNorm, nnx.GRUCell, nnx.LSTMCell,
+             nnx.SimpleCell, nnx.MultiHeadAttention]
+    return tuple(t for t in types if isinstance(t, type))
+
+
+def default_leaf_functions() -> tuple[Any, ...]:
+    """JAX / Flax functions that are always one node."""
+    fns = [jax.nn.relu, jax.nn.relu6, jax.nn.hard_tanh, jax.nn.elu, jax.nn.leaky_relu,
+           jax.nn.hard_swish, jax.nn.hard_sigmoid, jax.nn.sigmoid, jax.nn.softmax,
+           jax.nn.gelu, jax.nn.silu, jax.nn.identity, jax.nn.log_softmax, jax.nn.celu,
+           jnp.tanh, jnp.mean, jnp.concatenate, jnp.clip, jnp.ravel, jnp.squeeze,
+           jnp.stack, jnp.expand_dims, jnp.repeat, jnp.tile, jnp.swapaxes, jnp.matmul,
+           jnp.transpose, jnp.pad, jax.lax.stop_gradient, jax.image.resize,
+           nnx.max_pool, nnx.avg_pool]
+    return tuple(fns)
+
+
+# jit / custom_jvp eqn names of jax.nn activations, for calls that bypass the patched
+# namespaces (``from jax.nn import relu``).
+def _named_functions() -> dict[str, Any]:
+    names = {}
+    for fn in (jax.nn.relu, jax.nn.relu6, jax.nn.hard_tanh, jax.nn.elu, jax.nn.leaky_relu,
+               jax.nn.hard_swish, jax.nn.hard_sigmoid, jax.nn.sigmoid, jax.nn.gelu,
+               jax.nn.silu, jax.nn.celu, jax.nn.softplus):
+        names.setdefault(_target_name(fn), fn)
+    return names
+
+
+_PRIMITIVE_FUNCTIONS = {"add": operator.add, "mul": operator.mul, "sub": operator.sub}
+_PRIMITIVE_METHODS = {"reshape": "reshape", "squeeze": "squeeze", "transpose": "transpose",
+                      "expand_dims": "expand_dims"}
+_NAMESPACES = ("jax.nn", "jax.numpy", "jax.lax", "jax.image", "flax.nnx")
+_SCOPE_PREFIX = "jaxqfxscope"
+
+
+def module_paths(model: nnx.Module) -> dict[int, tuple[str, Any]]:
+    """``id(module) -> (dotted path, module)`` for every module of ``model`` (first path)."""
+    paths: dict[int, tuple[str, Any]] = {}
+    for path, value in nnx.iter_graph(model):
+        if isinstance(value, nnx.Module) and id(value) not in paths:
+            paths[id(value)] = (".".join(str(p) for p in path), value)
+    return paths
+
+
+class _CaptureState:
+    def __init__(self, is_leaf: Callable[[str, Any], bool]):
+        self.is_leaf = is_leaf
+        self.paths: dict[int, str] = {}
+        self.depth = 0
+        self.scopes: list[tuple[str, Any]] = [("", None)]
+        self.scope_ids: dict[str, int] = {}
+        self.scope_table: list[tuple[str, Any]] = []
+
+    def scope_token(self, path: str, module_type: Any) -> str:
+        self.scope_table.append((path, module_type))
+        return f"{_SCOPE_PREFIX}{len(self.scope_table) - 1}"
+
+    def emit(self, op: str, target: Any, module_path: str, scope_type: Any,
+             call: Callable, fn: Callable | None, args: tuple, kwargs: dict,
+             module: Any = None) -> Any:
+        leaves, arg_tree = jax.tree.flatten((args, kwargs))
+        dynamic = tuple(i for i, leaf in enumerate(leaves)
+                        if isinstance(leaf, (jax.Array, jax.core.Tracer)))
+        static = tuple(None if i in dynamic else leaf for i, leaf in enumerate(leaves))
+
+        if module is not None:
+            # The module runs on a merged copy of its state passed through eval_shape, so
+            # eval_shape's tracers never land in the traced model's variables (BatchNorm
+            # in training mode writes its batch statistics).
+            graphdef, module_state = nnx.split(module)
+        else:
+            graphdef, module_state = None, None
+
+        def rebuilt(state, *dynamic_values):
+            values = list(static)
+            for position, value in zip(dynamic, dynamic_values):
+                values[position] = value
+            a, k = jax.tree.unflatten(arg_tree, values)
+            if graphdef is not None:
+                return call(nnx.merge(graphdef, state), *a, **k)
+            return call(*a, **k)
+
+        self.depth += 1
+        try:
+            out_shape = jax.eval_shape(rebuilt, module_state, *[leaves[i] for i in dynamic])
+        finally:
+            self.depth -= 1
+        out_leaves, out_tree = jax.tree.flatten(out_shape)
+        avals = tuple(jax.core.ShapedArray(s.shape, s.dtype) for s in out_leaves)
+        record = _CallRecord(op, target, module_path, scope_type, fn, arg_tree, static,
+                             dynamic, out_tree, avals)
+        outs = fx_call_p.bind(*[leaves[i] for i in dynamic], record=record)
+        return jax.tree.unflatten(out_tree, outs)
+
+
+_STATE = threading.local()
+
+
+def _active() -> _CaptureState | None:
+    return getattr(_STATE, "capture", None)
+
+
+def _module_wrapper(original: Callable) -> Callable:
+    def __call__(self, *args, **kwargs):
+        cap = _active()
+        if cap is None or cap.depth or id(self) not in cap.paths:
+            return original(self, *args, **kwargs)
+        path = cap.paths[id(self)]
+        if cap.is_leaf(path, self):
+            scope_path, scope_type = cap.scopes[-1]
+            del scope_path
+
+            return cap.emit("call_module", type(self), path, scope_type, original, None,
+                            args, kwargs, module=self)
+        cap.scopes.append((path, type(self)))
+        try:
+            with jax.named_scope(cap.scope_token(path, type(self))):
+                return original(self, *args, **kwargs)
+        finally:
+            cap.scopes.pop()
+
+    __call__.__jaxq_fx_original__ = original
+    return __call__
+
+
+def _function_wrapper(function: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        cap = _active()
+        if cap is None or cap.depth:
+            return function(*args, **kwargs)
+        leaves = jax.tree.leaves((args, kwargs))
+        if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+            return function(*args, **kwargs)
+        scope_path, scope_type = cap.scopes[-1]
+        return cap.emit("call_function", function, scope_path, scope_type, function,
+                        function, args, kwargs)
+
+    wrapper.__jaxq_fx_original__ = function
+    wrapper.__name__ = _target_name(function)
+    return wrapper
+
+
+@contextlib.contextmanager
+def _patched(module_types: Iterable[type], functions: Iterable[Any]):
+    import importlib
+    originals: list[tuple[Any, str, bool, Any]] = []
+    types = list(dict.fromkeys(module_types))
+    resolved = {t: t.__call__ for t in types}
+    try:
+        for t in types:
+            had = "__call__" in t.__dict__
+            originals.append((t, "__call__", had, t.__dict__.get("__call__")))
+            setattr(t, "__call__", _module_wrapper(resolved[t]))
+        function_ids = {id(f): f for f in functions}
+        for ns_name in _NAMESPACES:
+            namespace = importlib.import_module(ns_name)
+            for attr, value in list(vars(namespace).items()):
+                if id(value) in function_ids and not attr.startswith("_"):
+                    originals.append((namespace, attr, True, value))
+                    setattr(namespace, attr, _function_wrapper(value))
+        yield
+    finally:
+        for owner, attr, had, value in reversed(originals):
+            if had:
+                setattr(owner, attr, value)
+            else:
+                delattr(owner, attr)
+
+
+_CAPTURE_LOCK = threading.Lock()
+
+
+def _model_types(model: nnx.Module) -> list[type]:
+    types: list[type] = []
+    for _, value in nnx.iter_graph(model):
+        if isinstance(value, nnx.Module) and type(value) not in types \
+                and callable(getattr(type(value), "__call__", None)):
+            types.append(type(value))
+    return types
+
+
+def capture(model: nnx.Module, example_inputs: tuple, *,
+            leaf_types: Iterable[type] = (), leaf_functions: Iterable[Any] = (),
+            leaf_module_names: Iterable[str] = ()) -> GraphModule:
+    """Traces ``model(*example_inputs)`` into a :class:`GraphModule`.
+
+    Args:
+      model: an ``nnx.Module`` (not modified; the GraphModule's root is a clone).
+      example_inputs: tuple of positional inputs (pytrees of arrays).
+      leaf_types: module types to keep as one node, on top of
+        :func:`default_leaf_types` (exact type match).
+      leaf_functions: functions to keep as one node, on top of
+        :func:`default_leaf_functions`.
+      leaf_module_names: dotted module paths to keep as one node whatever their type
+        (torch's ``non_traceable_module_names``).
+
+    Returns:
+      A :class:`GraphModule` whose ``root`` is a clone of ``model``.
+
+    Raises:
+      TypeError: ``model`` is not an ``nnx.Module`` or ``example_inputs`` is not a tuple.
+    """
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module; got {type(model).__name__}")
+    if not isinstance(example_inputs, tuple):
+        raise TypeError("example_inputs must be a tuple of positional inputs; got "
+                        f"{type(example_inputs).__name__}")
+    root = nnx.clone(model)
+    leaf_type_set = set(default_leaf_types()) | set(leaf_types)
+    leaf_names = set(leaf_module_names)
+
+    def is_leaf(path: str, module: Any) -> bool:
+        return path != "" and (type(module) in leaf_type_set or path in leaf_names) \
+            or (path == "" and type(module) in leaf_type_set)
+
+    graphdef, state = nnx.split(root)
+    flat_state = list(nnx.to_flat_state(state))
+    state_paths = [path for path, _ in flat_state]
+    state_values = [var.get_value() if hasattr(var, "get_value") else var.value
+                    for _, var in flat_state]
+    input_leaves, in_tree = jax.tree.flatten(example_inputs)
+    for leaf in input_leaves:
+        if not isinstance(leaf, (jax.Array, np.ndarray, float, int, bool, np.generic)):
+            raise TypeError(f"example_inputs may only hold arrays and numbers; got "
+                            f"{type(leaf).__name__}")
+    cap = _CaptureState(is_leaf)
+    out_tree_box: list[Any] = []
+
+    def traced(state_leaves, input_values):
+        merged_state = nnx.from_flat_state(
+            [(p, v) for p, v in zip(state_paths, _replace_values(flat_state, state_leaves))])
+        merged = nnx.merge(graphdef, merged_state)
+        cap.paths = {i: p for i, (p, _) in module_paths(merged).items()}
+        out = merged(*jax.tree.unflatten(in_tree, input_values))
+        out_leaves, out_tree = jax.tree.flatten(out)
+        out_tree_box.append(out_tree)
+        return out_leaves
+
+    with _CAPTURE_LOCK, _patched(_model_types(root), set(default_leaf_functions())
+                                 | set(leaf_functions)):
+        _STATE.capture = cap
+        try:
+            closed = jax.make_jaxpr(traced)(state_values, list(input_leaves))
+        finally:
+            _STATE.capture = None
+    graph = _graph_from_jaxpr(closed, len(state_values), state_paths, len(input_leaves),
+                              in_tree, out_tree_box[-1], cap)
+    return GraphModule(root, graph)
+
+
+def _replace_values(flat_state: list, values: list) -> list:
+    out = []
+    for (_, var), value in zip(flat_state, values):
+        if hasattr(var, "replace"):
+            out.append(var.replace(value))
+        else:
+            out.append(value)
+    return out
+
+
+def _scope_of(eqn: Any, cap: _CaptureState) -> tuple[str, Any]:
+    stack = str(eqn.source_info.name_stack)
+    for part in reversed(stack.split("/")):
+        if part.startswith(_SCOPE_PREFIX):
+            suffix = part[len(_SCOPE_PREFIX):]
+            if suffix.isdigit():
+                return cap.scope_table[int(suffix)]
+    return "", None
+
+
+def _graph_from_jaxpr(closed: Any, num_state: int, state_paths: list, num_inputs: int,
+                      in_tree: Any, out_tree: Any, cap: _CaptureState) -> Graph:
+    jaxpr = closed.jaxpr
+    env: dict[Any, Any] = {}
+    for var, const in zip(jaxpr.constvars, closed.consts):
+        env[var] = const
+    nodes: list[Node] = []
+    names: dict[str, int] = {}
+
+    def unique(name: str) -> str:
+        name = name.replace(".", "_") or "node"
+        count = names.get(name, 0)
+        names[name] = count + 1
+        return name if count == 0 else f"{name}_{count}"
+
+    def new_node(**fields: Any) -> Node:
+        node = Node(id=len(nodes), **fields)
+        nodes.append(node)
+        return node
+
+    used = set()
+    for eqn in jaxpr.eqns:
+        for v in eqn.invars:
+            if not isinstance(v, jex.core.Literal):
+                used.add(v)
+    for v in jaxpr.outvars:
+        if not isinstance(v, jex.core.Literal):
+            used.add(v)
+    state_vars = jaxpr.invars[:num_state]
+    input_vars = jaxpr.invars[num_state:]
+    for i, var in enumerate(input_vars):
+        node = new_node(op="placeholder", target=f"x_{i}", name=unique(f"x_{i}"),
+                        meta={"avals": (_struct(var.aval),), "input_index": i})
+        env[var] = Ref(node.id)
+    for var, path in zip(state_vars, state_paths):
+        if var not in used:
+            continue
+        dotted = ".".join(str(p) for p in path)
+        node = new_node(op="get_attr", target=dotted, name=unique(dotted),
+                        module_path=".".join(str(p) for p in path[:-1]),
+                        meta={"avals": (_struct(var.aval),), "state_path": tuple(path)})
+        env[var] = Ref(node.id)
+
+    def read(v: Any) -> Any:
+        if isinstance(v, jex.core.Literal):
+            return v.val
+        return env[v]
+
+    counters: dict[tuple[str, Any], int] = {}
+    named = _named_functions()
+    for eqn in jaxpr.eqns:
+        args = tuple(read(v) for v in eqn.invars)
+        avals = tuple(_struct(v.aval) for v in eqn.outvars)
+        if eqn.primitive is fx_call_p:
+            record: _CallRecord = eqn.params["record"]
+            if record.op == "call_module":
+                scope = record.module_path.rpartition(".")[0]
+                name = record.module_path
+            else:
+                scope = record.module_path
+                name = _target_name(record.target)
+            key = (scope, record.target)
+            index = counters.get(key, 0)
+            counters[key] = index + 1
+            node = new_node(op=record.op, target=record.target, name=unique(name),
+                            args=args, module_path=record.module_path,
+                            scope_type=record.scope_type, num_outputs=len(eqn.outvars),
+                            call_index=index,
+                            meta={"avals": avals, "call": record})
+        else:
+            scope_path, scope_type = _scope_of(eqn, cap)
+            prim = eqn.primitive
+            name_param = _eqn_name(eqn)
+            if prim.name in _PRIMITIVE_FUNCTIONS:
+                op, target = "call_function", _PRIMITIVE_FUNCTIONS[prim.name]
+            elif prim.name in _PRIMITIVE_METHODS:
+                op, target = "call_method", _PRIMITIVE_METHODS[prim.name]
+            elif prim.name in ("custom_jvp_call", "jit", "pjit") and name_param in named:
+                op, target = "call_function", named[name_param]
+            else:
+                op, target = "call_function", prim
+            key = (scope_path, target)
+            index = counters.get(key, 0)
+            counters[key] = index + 1
+            node = new_node(op=op, target=target,
+                            name=unique(name_param if isinstance(name_param, str)
+                                        else _target_name(target)),
+                            args=args, module_path=scope_path, scope_type=scope_type,
+                            num_outputs=len(eqn.outvars), call_index=index,
+                            meta={"avals": avals, "primitive": prim,
+                                  "params": dict(eqn.params), "ctx": eqn.ctx.manager})
+        for i, var in enumerate(eqn.outvars):
+            env[var] = Ref(node.id, i)
+    outputs = tuple(read(v) for v in jaxpr.outvars)
+    new_node(op="output", target="output", name="output", args=outputs,
+             num_outputs=0, meta={})
+    return Graph(nodes, in_tree, out_tree)
+
+
+def _eqn_name(eqn: Any) -> str | None:
+    """The ``name`` of a jit eqn; for a custom_jvp/vjp call, that of the jit it wraps."""
+    name = eqn.params.get("name")
+    if isinstance(name, str):
+        return name
+    inner = eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
+    inner = getattr(inner, "jaxpr", inner)
+    eqns = getattr(inner, "eqns", None)
+    if eqns and len(eqns) == 1 and isinstance(eqns[0].params.get("name"), str):
+        return eqns[0].params["name"]
+    return None
+
+
+def _struct(aval: Any) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Interpretation
+# --------------------------------------------------------------------------------------
+
+NodeHook = Callable[[Node, list], list]
+
+
+def _state_value(root: nnx.Module, path: tuple) -> Any:
+    node: Any = root
+    for part in path:
+        if isinstance(node, nnx.Module) and isinstance(part, str) and part in vars(node):
+            node = vars(node)[part]
+        else:
+            node = node[part]
+    return node.get_value() if isinstance(node, nnx.Variable) else node
+
+
+def call_node(node: Node, root: nnx.Module, values: Sequence[Any]) -> list:
+    """Evaluates one node on input ``values`` (one per ``Ref``/constant of ``node.args``).
+
+    Returns the node's outputs as a list.
+    """
+    if node.op == "call_module" or (node.op == "call_function" and "call" in node.meta):
+        record: _CallRecord = node.meta["call"]
+        leaves = list(record.static_leaves)
+        for position, value in zip(record.dynamic_positions, values):
+            leaves[position] = value
+        args, kwargs = jax.tree.unflatten(record.arg_tree, leaves)
+        if node.op == "call_module":
+            fn = get_submodule(root, node.module_path, "module_path")
+        else:
+            fn = node.meta.get("function", record.fn)
+        out = fn(*args, **kwargs)
+        out_leaves = jax.tree.leaves(out, is_leaf=_is_qtensor)
+        return list(out_leaves)
+    if "primitive" in node.meta:
+        prim = node.meta["primitive"]
+        bind_params = prim.get_bind_params(node.meta["params"])
+        with node.meta["ctx"]:
+            result = prim.bind(*values, **bind_params)
+        return list(result) if prim.multiple_results else [result]
+    fn = node.meta.get("function", node.target)
+    if not callable(fn):
+        raise TypeError(f"node {node.name} ({node.op}) has no callable target")
+    out = fn(*values, **node.meta.get("kwargs", {}))
+    return list(out) if node.num_outputs != 1 else [out]
+
+
+def _is_qtensor(value: Any) -> bool:
+    from jaxq.core.qtensor import QTensor
+    return isinstance(value, QTensor)
+
+
+def interpret(graph: Graph, root: nnx.Module, inputs: tuple,
+              node_hook: NodeHook | None = None) -> Any:
+    """Evaluates ``graph`` with the modules and variables of ``root``.
+
+    Args:
+      graph: the graph.
+      root: the module tree the graph's paths refer to.
+      inputs: the positional inputs (same pytree structure as at capture).
+      node_hook: optional ``hook(node, outputs) -> outputs`` called after every
+        placeholder / get_attr / call node.
+
+    Returns:
+      The model output (the captured output pytree).
+    """
+    input_leaves, in_tree = jax.tree.flatten(tuple(inputs))
+    if in_tree != graph.in_tree:
+        raise ValueError(f"inputs have structure {in_tree}; the graph was captured with "
+                         f"{graph.in_tree}")
+    env: dict[int, list] = {}
+
+    def read(arg: Any) -> Any:
+        if isinstance(arg, Ref):
+            return env[arg.node_id][arg.index]
+        return arg
+
+    result = None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            outputs = [input_leaves[node.meta["input_index"]]]
+        elif node.op == "get_attr":
+            outputs = [_state_value(root, node.meta["state_path"])]
+        elif node.op == "output":
+            result = [read(a) for a in node.args]
+            break
+        else:
+            outputs = call_node(node, root, [read(a) for a in node.args])
+        if node_hook is not None:
+            outputs = list(node_hook(node, outputs))
+        env[node.id] = outputs
+    return jax.tree.unflatten(graph.out_tree, result)
+
+
+class GraphModule(nnx.Module):
+    """A captured model: ``root`` (the module tree) and ``graph`` (static).
+
+    Calling it runs :func:`interpret`; ``nnx.jit(gm)`` / ``nnx.jit(lambda m, x: m(x))``
+    compile it once per input shape. ``node_hook`` (a static attribute, default None)
+    is passed to :func:`interpret` on every call.
+    """
+
+    def __init__(self, root: nnx.Module, graph: Graph):
+        self.root = root
+        self.graph = graph
+        self.node_hook = None
+
+    def __call__(self, *args: Any) -> Any:
+        return interpret(self.graph, self.root, args, self.node_hook)
+
+    def print_tabular(self) -> None:
+        print(self.graph.format())

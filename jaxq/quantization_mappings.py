@@ -286,9 +286,10 @@ def mapping_classes(values: Any) -> set[Any]:
 
 
 def no_observer_set() -> set[Any]:
-    """Modules that cannot have observers inserted by default (torch: quantizable LSTM
-    and MultiheadAttention, which jaxq does not provide: empty)."""
-    return set()
+    """Modules that cannot have observers inserted by default: the quantizable LSTM and
+    MultiheadAttention (observed inside, by their ``from_float``), as torch's."""
+    from jaxq.nn import quantizable
+    return {quantizable.LSTM, quantizable.MultiheadAttention}
 
 
 def get_default_static_quant_module_mappings() -> dict[Callable, Any]:

@@ -15,15 +15,26 @@ from jaxq.eager._tree import copy_model, named_children, named_modules
 
 
 _DEFAULT_CUSTOM_CONFIG_DICT: dict[str, dict] = {
-    # torch maps nn.LSTM / nn.MultiheadAttention to their quantizable forms; Flax has
-    # neither module, so jaxq's defaults are empty.
+    # torch: nn.LSTM / nn.MultiheadAttention -> their quantizable forms -> quantized ones.
+    # jaxq's float LSTM / MHA are the quantizable classes themselves (Flax has no
+    # torch-style multi-layer LSTM or MHA); their from_float copies and prepares them.
+    # Filled on first use (jaxq.nn.quantizable imports jaxq.eager).
     "float_to_observed_custom_module_class": {},
     "observed_to_quantized_custom_module_class": {},
 }
 
 
 def get_default_custom_config_dict() -> dict[str, dict]:
-    """The default custom config dict (empty class mappings; see module docs)."""
+    """torch's default custom config dict: ``quantizable.LSTM`` /
+    ``quantizable.MultiheadAttention`` (jaxq's float forms) to themselves (observed by
+    ``from_float``), and those to ``jaxq.nn.quantized.LSTM`` / ``MultiheadAttention``."""
+    if not _DEFAULT_CUSTOM_CONFIG_DICT["float_to_observed_custom_module_class"]:
+        from jaxq.nn import quantizable as nnqa
+        from jaxq.nn import quantized as nnq
+        _DEFAULT_CUSTOM_CONFIG_DICT["float_to_observed_custom_module_class"].update({
+            nnqa.LSTM: nnqa.LSTM, nnqa.MultiheadAttention: nnqa.MultiheadAttention})
+        _DEFAULT_CUSTOM_CONFIG_DICT["observed_to_quantized_custom_module_class"].update({
+            nnqa.LSTM: nnq.LSTM, nnqa.MultiheadAttention: nnq.MultiheadAttention})
     return _DEFAULT_CUSTOM_CONFIG_DICT
 
 

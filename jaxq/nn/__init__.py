@@ -25,3 +25,4 @@ from jaxq.nn import intrinsic, qat  # noqa: F401,E402
 
 # --- nn-quantized subpackages (added by the nn-quantized helper, one line each) ---
 from jaxq.nn import quantized  # noqa: F401,E402
+from jaxq.nn import quantizable  # noqa: F401,E402

@@ -13,7 +13,8 @@ float bias, output ``scale``/``zero_point``) lives in
 Calling a quantized module with a float array raises ``TypeError`` (torch: "Could not
 run 'quantized::...' with arguments from the 'CPU' backend").
 
-Not provided: LSTM, MultiheadAttention, PReLU.
+``LSTM`` and ``MultiheadAttention`` are the converted forms of
+:mod:`jaxq.nn.quantizable`'s modules (``from_observed``). Not provided: PReLU.
 """
 
 from jaxq.nn.quantized import dynamic, functional, ops, reference  # noqa: F401
@@ -40,3 +41,9 @@ __all__ = [
     "EmbeddingPackedParams", "LinearPackedParams", "QuantizedState", "QuantizedWeight",
     "QuantizedBuffer",
 ]
+
+# --- quantized forms of jaxq.nn.quantizable (added by the quantizable helper) ---
+from jaxq.nn.quantized.rnn import LSTM  # noqa: E402
+from jaxq.nn.quantized.activation_mha import MultiheadAttention  # noqa: E402
+
+__all__ += ["LSTM", "MultiheadAttention"]

@@ -5,6 +5,10 @@
 //   read T B: bytes/s of T threads summing disjoint slices of a B-byte buffer that every
 //             thread has read once before (so it sits in the caches it fits in): the most
 //             bytes/s a matrix-vector product streaming a B-byte weight can reach.
+//   mix NAME: 1 thread, int8-equivalent ops/s of VPDPBUSD chains interleaved with chains of
+//             another multiply instruction (VPMADDUBSW + VPADDW, VDPBF16PS, VFMADD):
+//             if any of them issued on a pipe that VPDPBUSD leaves idle, the mix would
+//             beat `vnni 1` and the VNNI peak would not be the int8 ceiling.
 // Each figure is the best of 5 runs. Prints one line per measurement.
 #include <immintrin.h>
 
@@ -67,6 +71,42 @@ __attribute__((target("avx512f,avx512vnni"))) void vnni_loop(int64_t iterations)
         "xmm9", "xmm10", "xmm11");
 }
 
+// 8 VPDPBUSD chains plus 4 chains of another instruction per iteration (asm, so the
+// compiler neither hoists nor merges them). Returns the other instruction's name.
+#define JAXQ_VNNI8                                                                  \
+  "vpdpbusd %%zmm14, %%zmm15, %%zmm0\n vpdpbusd %%zmm14, %%zmm15, %%zmm1\n"        \
+  "vpdpbusd %%zmm14, %%zmm15, %%zmm2\n vpdpbusd %%zmm14, %%zmm15, %%zmm3\n"        \
+  "vpdpbusd %%zmm14, %%zmm15, %%zmm4\n vpdpbusd %%zmm14, %%zmm15, %%zmm5\n"        \
+  "vpdpbusd %%zmm14, %%zmm15, %%zmm6\n vpdpbusd %%zmm14, %%zmm15, %%zmm7\n"
+#define JAXQ_MIX_LOOP(other)                                                        \
+  asm volatile("mov %0, %%rcx\n"                                                  \
+               "1:\n" JAXQ_VNNI8 other "dec %%rcx\n jnz 1b\n"                     \
+               :                                                                    \
+               : "r"(iterations)                                                    \
+               : "rcx", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", \
+                 "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13")
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void mix_maddubs(int64_t iterations) {
+  // u8 x s8 pairs -> s16 (64 multiply-adds), then a 16-bit add: the pre-VNNI sequence.
+  JAXQ_MIX_LOOP(
+      "vpmaddubsw %%zmm14, %%zmm15, %%zmm12\n vpaddw %%zmm12, %%zmm8, %%zmm8\n"
+      "vpmaddubsw %%zmm14, %%zmm15, %%zmm13\n vpaddw %%zmm13, %%zmm9, %%zmm9\n"
+      "vpmaddubsw %%zmm14, %%zmm15, %%zmm12\n vpaddw %%zmm12, %%zmm10, %%zmm10\n"
+      "vpmaddubsw %%zmm14, %%zmm15, %%zmm13\n vpaddw %%zmm13, %%zmm11, %%zmm11\n");
+}
+
+__attribute__((target("avx512f,avx512bf16,avx512vnni"))) void mix_bf16(int64_t iterations) {
+  JAXQ_MIX_LOOP(
+      "vdpbf16ps %%zmm14, %%zmm15, %%zmm8\n vdpbf16ps %%zmm14, %%zmm15, %%zmm9\n"
+      "vdpbf16ps %%zmm14, %%zmm15, %%zmm10\n vdpbf16ps %%zmm14, %%zmm15, %%zmm11\n");
+}
+
+__attribute__((target("avx512f,fma,avx512vnni"))) void mix_fma(int64_t iterations) {
+  JAXQ_MIX_LOOP(
+      "vfmadd231ps %%zmm14, %%zmm15, %%zmm8\n vfmadd231ps %%zmm14, %%zmm15, %%zmm9\n"
+      "vfmadd231ps %%zmm14, %%zmm15, %%zmm10\n vfmadd231ps %%zmm14, %%zmm15, %%zmm11\n");
+}
+
 __attribute__((target("avx512f,avx512bw"))) uint64_t sum_bytes(const uint8_t* p, int64_t n) {
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
   const __m512i zero = _mm512_setzero_si512();
@@ -98,6 +138,26 @@ int main(int argc, char** argv) {
     }
     const double ops = 2.0 * 64 * 12 * static_cast<double>(iterations) * threads;
     std::printf("vnni %d %.1f\n", threads, ops / best / 1e9);
+  }
+  // Multiply-adds per iteration: 8 x 64 from VPDPBUSD plus the other chains' (VPMADDUBSW:
+  // 64 each, VDPBF16PS: 32 each, VFMADD: 16 each), as int8-equivalent ops (2 per MAC).
+  struct Mix {
+    const char* name;
+    void (*loop)(int64_t);
+    double macs;
+    bool supported;
+  };
+  const Mix mixes[] = {{"vpmaddubsw", mix_maddubs, 8 * 64 + 4 * 64, true},
+                       {"vdpbf16ps", mix_bf16, 8 * 64 + 4 * 32,
+                        static_cast<bool>(__builtin_cpu_supports("avx512bf16"))},
+                       {"vfmadd", mix_fma, 8 * 64 + 4 * 16, true}};
+  for (const Mix& mix : mixes) {
+    if (!mix.supported) continue;
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      best = std::min(best, run_together(1, [&](int) { mix.loop(iterations / 2); }));
+    }
+    std::printf("mix %s %.1f\n", mix.name, 2.0 * mix.macs * (iterations / 2) / best / 1e9);
   }
   std::vector<uint8_t> buffer(bytes);
   for (int64_t i = 0; i < bytes; ++i) buffer[i] = static_cast<uint8_t>(i * 7);

@@ -6,7 +6,10 @@ multiply-adds, 128 ops) and the bytes/s at which T threads read a buffer of a gi
 that is already in the caches. An int8 matmul of M x K x N can be no faster than
 ``max(2 M K N / peak, K N / read_bandwidth(K N bytes))``: the first bound is the
 instruction throughput, the second the time to read the int8 weight once. The CPU
-benchmarks print each contender's time as a fraction of that ceiling.
+benchmarks print each contender's time as a fraction of that ceiling. It also times
+``VPDPBUSD`` chains interleaved with chains of the other multiply instructions an int8
+kernel could use (``VPMADDUBSW``, ``VDPBF16PS``, ``VFMADD``): on Zen 4 every mix is slower
+than ``VPDPBUSD`` alone, so no instruction mix raises the first bound.
 
 Usage: python benchmarks/cpu_roofline.py [--threads 2] [--bytes 16777216 ...]
 """
@@ -45,7 +48,9 @@ def measure(threads: int, buffer_bytes: int) -> dict[str, float]:
         raise RuntimeError(" ".join(fields[0][1:]))
     vnni = {int(f[1]): float(f[2]) for f in fields if f[0] == "vnni"}
     read = {int(f[1]): float(f[3]) for f in fields if f[0] == "read"}
-    return {"vnni_gops": vnni[threads], "read_gbs": read[threads]}
+    mix = {f[1]: float(f[2]) for f in fields if f[0] == "mix"}
+    return {"vnni_gops": vnni[threads], "read_gbs": read[threads], "vnni_1_gops": vnni[1],
+            "mix_gops": mix}
 
 
 def ceiling_seconds(ops: float, weight_bytes: int, threads: int) -> float:
@@ -66,6 +71,15 @@ def main():
             roof = measure(threads, size)
             print(f"| {threads} | {roof['vnni_gops']:.0f} GOP/s | {roof['read_gbs']:.1f} GB/s "
                   f"({size / 2**20:g} MiB buffer) |")
+    # Is VPDPBUSD's rate the int8 ceiling, or could another multiply instruction add to it?
+    roof = measure(1, args.bytes[0])
+    print("\n1 thread, VPDPBUSD chains interleaved with chains of another multiply "
+          "instruction (int8-equivalent ops/s; above the VPDPBUSD peak would mean a spare "
+          "pipe):")
+    print("| mixed with | GOP/s | vs VPDPBUSD alone |")
+    print("|---|---|---|")
+    for name, gops in roof["mix_gops"].items():
+        print(f"| {name} | {gops:.0f} | {gops / roof['vnni_1_gops']:.2f}x |")
 
 
 if __name__ == "__main__":

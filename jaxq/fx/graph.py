@@ -161,12 +161,16 @@ class Graph:
       nodes: list of :class:`Node`, topologically ordered.
       in_tree: treedef of the model's positional inputs ``args`` (a tuple).
       out_tree: treedef of the model's output.
+      meta: dict of workflow information (``"stage"``: ``"captured"``, ``"fused"``,
+        ``"prepared"``, ``"converted"``; the prepare arguments convert needs).
     """
 
-    def __init__(self, nodes: Sequence[Node], in_tree: Any, out_tree: Any):
+    def __init__(self, nodes: Sequence[Node], in_tree: Any, out_tree: Any,
+                 meta: dict | None = None):
         self.nodes = list(nodes)
         self.in_tree = in_tree
         self.out_tree = out_tree
+        self.meta = dict(meta or {})
 
     # -- lookups -------------------------------------------------------------------------
     def node(self, node_id: int) -> Node:
@@ -200,7 +204,8 @@ class Graph:
 
     def copy(self) -> Graph:
         """A copy whose nodes can be edited without touching this graph."""
-        return Graph([n.replace() for n in self.nodes], self.in_tree, self.out_tree)
+        return Graph([n.replace() for n in self.nodes], self.in_tree, self.out_tree,
+                     self.meta)
 
     def format(self) -> str:
         """A table of the nodes (torch's ``print_tabular``)."""
@@ -679,32 +684,37 @@ def _state_value(root: nnx.Module, path: tuple) -> Any:
 def call_node(node: Node, root: nnx.Module, values: Sequence[Any]) -> list:
     """Evaluates one node on input ``values`` (one per ``Ref``/constant of ``node.args``).
 
+    ``node.meta["function"]``, when set (convert puts quantized kernels there), replaces
+    the node's own callable; it receives the same arguments.
+
     Returns the node's outputs as a list.
     """
-    if node.op == "call_module" or (node.op == "call_function" and "call" in node.meta):
-        record: _CallRecord = node.meta["call"]
+    record = node.meta.get("call")
+    if record is not None:
         leaves = list(record.static_leaves)
         for position, value in zip(record.dynamic_positions, values):
             leaves[position] = value
         args, kwargs = jax.tree.unflatten(record.arg_tree, leaves)
-        if node.op == "call_module":
-            fn = get_submodule(root, node.module_path, "module_path")
-        else:
-            fn = node.meta.get("function", record.fn)
-        out = fn(*args, **kwargs)
-        out_leaves = jax.tree.leaves(out, is_leaf=_is_qtensor)
-        return list(out_leaves)
-    if "primitive" in node.meta:
+    else:
+        args, kwargs = tuple(values), dict(node.meta.get("kwargs", {}))
+    if "function" in node.meta:
+        fn = node.meta["function"]
+    elif node.op == "call_module":
+        fn = get_submodule(root, node.module_path, "module_path")
+    elif record is not None:
+        fn = record.fn
+    elif "primitive" in node.meta:
         prim = node.meta["primitive"]
         bind_params = prim.get_bind_params(node.meta["params"])
         with node.meta["ctx"]:
             result = prim.bind(*values, **bind_params)
         return list(result) if prim.multiple_results else [result]
-    fn = node.meta.get("function", node.target)
-    if not callable(fn):
-        raise TypeError(f"node {node.name} ({node.op}) has no callable target")
-    out = fn(*values, **node.meta.get("kwargs", {}))
-    return list(out) if node.num_outputs != 1 else [out]
+    else:
+        fn = node.target
+    out = fn(*args, **kwargs)
+    if record is None and node.num_outputs == 1:
+        return [out]
+    return list(jax.tree.leaves(out, is_leaf=_is_qtensor))
 
 
 def _is_qtensor(value: Any) -> bool:

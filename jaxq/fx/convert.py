@@ -1,0 +1,289 @@
+"""Observed graph -> quantized graph (torch's ``fx/convert.py`` plus the x86 lowering).
+
+:func:`convert_graph_module` walks an observed graph (see :mod:`jaxq.fx.prepare`) in
+order, tracking statically which values are :class:`jaxq.QTensor` s at run time:
+
+* an observer node on a floating-point value becomes a **quantize** node
+  (``jaxq.quantize_per_tensor`` with the observer's ``calculate_qparams()``; it keeps
+  the observer node's id); an observer on a value that is already quantized with the
+  same dtype is dropped (its users read the producer);
+* a quantized pattern whose first node is a module with a quantized counterpart in
+  jaxq's static module mapping (``nnx.Linear`` -> ``jaxq.nn.quantized.Linear``,
+  ``LinearReLU`` -> ``jaxq.nn.intrinsic.quantized.LinearReLU``, ``nnx.Conv`` /
+  ``ConvReLU2d`` / the QAT modules -> quantized convs, ...) is swapped through the eager
+  ``swap_module`` (``from_float`` with ``activation_post_process`` = the pattern's
+  output observer); the node keeps its id and now takes and returns QTensors;
+* a quantized ``add`` / ``mul`` (optionally followed by ``relu`` in the same pattern)
+  with two quantized inputs becomes ``jaxq.nn.quantized.ops.add`` / ``add_relu`` /
+  ``mul`` / ``mul_relu`` with the output observer's qparams (the relu node is dropped);
+* every other node runs in floating point: quantized arguments get a **dequantize**
+  node in front (new id), exactly where torch's reference representation has its
+  ``dequantize``; its output observer (if any) then becomes the quantize node after it.
+  This is how ops that share their input's qparams (``relu``, ``max_pool``, ``reshape``,
+  ...), fixed-qparams ops and ops without a lowered kernel are handled: ``dequantize ->
+  float op -> quantize`` with the same qparams torch's quantized kernels use (exact for
+  ops that only move or select values: relu, max pool, reshape, transpose);
+* the graph output dequantizes quantized values.
+
+``is_reference=True`` swaps modules for jaxq's reference quantized modules
+(``jaxq.nn.quantized.reference``: float compute on quantize-dequantized weights) and
+runs every op in floating point between ``dequantize`` / ``quantize`` nodes, which is
+torch's reference representation.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxq.core import dtypes as qd
+from jaxq.eager._tree import get_submodule, set_submodule
+from jaxq.fx.graph import Graph, GraphModule, Node, Ref
+from jaxq.fx.prepare import OBSERVED_DTYPES
+
+__all__ = ["convert_graph_module", "quantize_node_function", "dequantize_value"]
+
+
+def dequantize_value(x: Any) -> Any:
+    """``x.dequantize()`` for a QTensor, ``x`` otherwise."""
+    from jaxq.core.qtensor import QTensor
+    return x.dequantize() if isinstance(x, QTensor) else x
+
+
+def _quantize(x: Any, scale: np.ndarray, zero_point: np.ndarray, dtype: Any) -> Any:
+    from jaxq.core.qtensor import quantize_per_tensor
+    return quantize_per_tensor(jnp.asarray(x, jnp.float32), scale, zero_point, dtype)
+
+
+def quantize_node_function(observer: Any) -> tuple[Any, dict]:
+    """``(fn, qparams)``: ``fn(x)`` quantizes with ``observer.calculate_qparams()``.
+
+    Raises:
+      ValueError: a per-channel activation observer (graph mode quantizes activations
+        per tensor, as torch's x86 backend).
+    """
+    scale, zero_point = observer.calculate_qparams()
+    scale = np.asarray(scale, np.float32)
+    zero_point = np.asarray(zero_point).astype(np.int32)
+    if scale.size != 1:
+        raise ValueError("activation observers must be per-tensor; got "
+                         f"{type(observer).__name__} with {scale.size} scales")
+    scale, zero_point = scale.reshape(()), zero_point.reshape(())
+    dtype = qd.as_quant_dtype(observer.dtype)
+    return (functools.partial(_quantize, scale=scale, zero_point=zero_point, dtype=dtype),
+            {"scale": scale, "zero_point": zero_point, "dtype": dtype})
+
+
+def _binary_function(target: Any, relu: bool) -> Any:
+    import operator
+
+    from jaxq.nn.quantized import ops
+    if target is operator.add:
+        return ops.add_relu if relu else ops.add
+    if target is operator.mul:
+        return ops.mul_relu if relu else ops.mul
+    return None
+
+
+def _quantized_binary(fn: Any, scale: np.ndarray, zero_point: np.ndarray, a: Any, b: Any
+                      ) -> Any:
+    return fn(a, b, scale, zero_point)
+
+
+def _module_mapping(is_reference: bool) -> dict:
+    from jaxq.quantization_mappings import (
+        get_default_static_quant_module_mappings,
+        get_default_static_quant_reference_module_mappings,
+    )
+    return (get_default_static_quant_reference_module_mappings() if is_reference
+            else get_default_static_quant_module_mappings())
+
+
+def _swap(module: Any, observer: Any, mapping: dict, qconfig: Any) -> Any:
+    from jaxq.eager.conversion import swap_module
+    from jaxq.quantization_mappings import resolve_module_class
+    if resolve_module_class(mapping.get(type(module)), module) is None:
+        return None
+    work = nnx.clone(module)
+    if getattr(work, "qconfig", None) is None:
+        work.qconfig = qconfig
+    work.activation_post_process = observer
+    swapped = swap_module(work, mapping, {})
+    return None if swapped is work else swapped
+
+
+def convert_graph_module(gm: GraphModule, is_reference: bool = False,
+                         qconfig_mapping: Any = None) -> GraphModule:
+    """A new quantized GraphModule from an observed one (``gm`` is unchanged).
+
+    Args:
+      gm: the output of :func:`jaxq.fx.prepare.prepare_graph_module`, calibrated.
+      is_reference: produce torch's reference representation.
+      qconfig_mapping: optional mapping used to turn patterns back to float: a node whose
+        qconfig under this mapping is None is not converted (torch's convert-time
+        ``qconfig_mapping``, which may only set entries to None).
+    """
+    from jaxq.fx.match import node_qconfig
+    from jaxq.fx.fuse import module_type_getter
+    root = nnx.clone(gm.root)
+    graph = gm.graph.copy()
+    by_id = graph.by_id()
+    mapping = _module_mapping(is_reference)
+    module_type_of = module_type_getter(root)
+    if qconfig_mapping is not None:
+        for node in graph.nodes:
+            if node.meta.get("qconfig") is not None and not node.meta.get("observer") \
+                    and node_qconfig(qconfig_mapping, node, module_type_of(node)) is None:
+                _drop_quantization(node, by_id)
+
+    next_id = graph.next_id()
+    qdtype: dict[tuple[int, int], Any] = {}   # quantized values -> their dtype
+    redirect: dict[tuple[int, int], Ref] = {}
+    dequantized: dict[tuple[int, int], Ref] = {}
+    removed_observer_paths: set[str] = set()
+    nodes: list[Node] = []
+
+    def resolve(arg: Any) -> Any:
+        if isinstance(arg, Ref):
+            return redirect.get((arg.node_id, arg.index), arg)
+        return arg
+
+    def as_float(arg: Any) -> Any:
+        nonlocal next_id
+        if not isinstance(arg, Ref) or (arg.node_id, arg.index) not in qdtype:
+            return arg
+        key = (arg.node_id, arg.index)
+        if key not in dequantized:
+            dq = Node(id=next_id, op="call_function", target=dequantize_value,
+                      name=f"dequantize_{next_id}", args=(arg,),
+                      meta={"function": dequantize_value, "dequantize": True,
+                            "avals": by_id[arg.node_id].meta.get("avals", (None,))[
+                                arg.index:arg.index + 1]})
+            next_id += 1
+            nodes.append(dq)
+            by_id[dq.id] = dq
+            dequantized[key] = Ref(dq.id)
+        return dequantized[key]
+
+    def observer_after(node: Node) -> Any:
+        obs_id = node.meta.get("output_observer")
+        if obs_id is None:
+            return None
+        obs_node = by_id[obs_id]
+        return get_submodule(gm.root, obs_node.module_path)
+
+    for node in graph.nodes:
+        if node.meta.get("removed"):
+            continue
+        node.args = tuple(resolve(a) for a in node.args)
+        if node.op == "output":
+            node.args = tuple(as_float(a) for a in node.args)
+            nodes.append(node)
+            continue
+        if node.meta.get("observer"):
+            removed_observer_paths.add(node.module_path)
+            (value,) = node.args
+            observer = get_submodule(gm.root, node.module_path)
+            dtype = qd.as_quant_dtype(observer.dtype) \
+                if _observer_dtype_ok(observer) else None
+            have = qdtype.get((value.node_id, value.index))
+            if dtype is None:
+                redirect[(node.id, 0)] = as_float(value) if have is not None else value
+                continue
+            if have == dtype:
+                redirect[(node.id, 0)] = value
+                continue
+            fn, qparams = quantize_node_function(observer)
+            converted = node.replace(op="call_function", target=_quantize, name=f"quantize_{node.id}",
+                                     args=(as_float(value),), module_path="")
+            converted.meta = {"function": fn, "quantize": True, "qparams": qparams,
+                              "avals": node.meta.get("avals"), "observer_type": node.target}
+            nodes.append(converted)
+            by_id[converted.id] = converted
+            qdtype[(node.id, 0)] = dtype
+            continue
+        pattern_nodes = node.meta.get("pattern_nodes")
+        if pattern_nodes and node.id == pattern_nodes[0] and not is_reference:
+            done = _lower_pattern(node, pattern_nodes, root, by_id, mapping, qdtype,
+                                  observer_after, redirect)
+            if done:
+                nodes.append(node)
+                continue
+        if pattern_nodes and node.id == pattern_nodes[0] and is_reference \
+                and node.op == "call_module":
+            module = get_submodule(root, node.module_path)
+            observer = observer_after(by_id[pattern_nodes[-1]])
+            if observer is not None:
+                swapped = _swap(module, observer, mapping, node.meta.get("qconfig"))
+                if swapped is not None:
+                    set_submodule(root, node.module_path, swapped)
+                    node.target = type(swapped)
+        node.args = tuple(as_float(a) for a in node.args)
+        nodes.append(node)
+    for path in removed_observer_paths:
+        if path in vars(root) and not any(n.op == "call_module" and n.module_path == path
+                                          for n in nodes):
+            delattr(root, path)
+    converted_graph = Graph(nodes, graph.in_tree, graph.out_tree, graph.meta)
+    converted_graph.meta["stage"] = "converted"
+    converted_graph.meta["is_reference"] = is_reference
+    return GraphModule(root, converted_graph)
+
+
+def _observer_dtype_ok(observer: Any) -> bool:
+    try:
+        dtype = qd.as_quant_dtype(getattr(observer, "dtype", None))
+    except (TypeError, ValueError):
+        return False
+    return dtype in OBSERVED_DTYPES and not getattr(observer, "is_dynamic", False)
+
+
+def _drop_quantization(node: Node, by_id: dict[int, Node]) -> None:
+    for key in ("qconfig", "pattern_config", "pattern_nodes"):
+        node.meta.pop(key, None)
+
+
+def _lower_pattern(node: Node, pattern_nodes: tuple, root: nnx.Module, by_id: dict,
+                   mapping: dict, qdtype: dict, observer_after, redirect: dict) -> bool:
+    """Replaces a quantized pattern by a quantized kernel; False when there is none."""
+    last = by_id[pattern_nodes[-1]]
+    observer = observer_after(last)
+    if observer is None or not _observer_dtype_ok(observer):
+        return False
+    tensor_args = [a for a in node.args if isinstance(a, Ref)]
+    if not tensor_args or any((a.node_id, a.index) not in qdtype for a in tensor_args):
+        return False
+    out_dtype = qd.as_quant_dtype(observer.dtype)
+    if node.op == "call_module" and len(pattern_nodes) == 1:
+        module = get_submodule(root, node.module_path)
+        swapped = _swap(module, observer, mapping, node.meta.get("qconfig"))
+        if swapped is None:
+            return False
+        set_submodule(root, node.module_path, swapped)
+        node.meta["float_module_type"] = node.target
+        node.target = type(swapped)
+        qdtype[(node.id, 0)] = out_dtype
+        return True
+    if node.op == "call_function" and len(tensor_args) == 2 and len(node.args) == 2:
+        import jax
+        relu = len(pattern_nodes) == 2 and last.target is jax.nn.relu
+        if len(pattern_nodes) > 2 or (len(pattern_nodes) == 2 and not relu):
+            return False
+        fn = _binary_function(node.target, relu)
+        if fn is None or "call" in node.meta:
+            return False
+        _, qparams = quantize_node_function(observer)
+        node.meta["function"] = functools.partial(_quantized_binary, fn, qparams["scale"],
+                                                  qparams["zero_point"])
+        node.meta["quantized_op"] = fn
+        qdtype[(node.id, 0)] = out_dtype
+        if relu:
+            node.meta["fused_relu"] = last.id
+            redirect[(last.id, 0)] = Ref(node.id)
+            last.meta["removed"] = True
+        return True
+    return False

@@ -178,7 +178,8 @@ def _flows(config, qconfig_kind, rng, calibrations=2, hidden=False):
 
 
 @pytest.mark.parametrize("config,qconfig_kind", [
-    ("one_layer", "x86"), ("bidirectional", "minmax"), ("two_layers", "minmax"),
+    pytest.param("one_layer", "x86", marks=pytest.mark.slow), ("one_layer", "minmax"),
+    ("bidirectional", "minmax"), ("two_layers", "minmax"),
     ("batch_first_no_bias_odd", "minmax")])
 def test_eager_flow_matches_torch(config, qconfig_kind, rng):
     t_quant, j_quant, x = _flows(config, qconfig_kind, rng)

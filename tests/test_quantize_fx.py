@@ -1,0 +1,503 @@
+"""jaxq.quantize_fx beside torch.ao.quantization.quantize_fx on twin models.
+
+The same network is built in torch and Flax NNX with the same weights; both go through
+prepare_fx -> calibrate (same data) -> convert_fx with the same qconfig mapping (x86
+engine, torch's default native backend config). Observer qparams must match (zero points
+exactly; scales to float32 accumulation-order noise after the first layer) and the
+quantized outputs must agree within one quantization step of the output.
+"""
+
+import operator
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+import torch.ao.quantization as tq
+import torch.nn.functional as F
+from flax import nnx
+from torch.ao.quantization import quantize_fx as tfx
+
+import jaxq.nn.quantized as nnq
+from jaxq import qconfig as jqconfig
+from jaxq.eager._tree import get_submodule
+from jaxq.fx import GraphModule
+from jaxq.qconfig_mapping import QConfigMapping, get_default_qat_qconfig_mapping, \
+    get_default_qconfig_mapping
+from jaxq.quantize_fx import convert_fx, convert_to_reference_fx, fuse_fx, prepare_fx, \
+    prepare_qat_fx
+from tests.eager._models import copy_bn, copy_conv, copy_linear, randomize_bn
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=UserWarning)
+
+
+# --- twin models -----------------------------------------------------------------------
+
+class TorchMLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(16, 32)
+        self.fc2 = torch.nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class FlaxMLP(nnx.Module):
+    def __init__(self):
+        self.fc1 = nnx.Linear(16, 32, rngs=nnx.Rngs(0))
+        self.fc2 = nnx.Linear(32, 8, rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        return self.fc2(jax.nn.relu(self.fc1(x)))
+
+
+def twin_mlp():
+    torch.manual_seed(0)
+    t, j = TorchMLP().eval(), FlaxMLP()
+    copy_linear(j.fc1, t.fc1)
+    copy_linear(j.fc2, t.fc2)
+    return t, j
+
+
+class TorchCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.relu = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        return self.conv2(self.relu(self.bn(self.conv1(x))))
+
+
+class FlaxCNN(nnx.Module):
+    def __init__(self):
+        self.conv1 = nnx.Conv(3, 8, (3, 3), padding=((1, 1), (1, 1)), rngs=nnx.Rngs(0))
+        self.bn = nnx.BatchNorm(8, use_running_average=True, momentum=0.9, epsilon=1e-5,
+                                rngs=nnx.Rngs(0))
+        self.conv2 = nnx.Conv(8, 4, (3, 3), padding="VALID", rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        return self.conv2(jax.nn.relu(self.bn(self.conv1(x))))
+
+
+class TorchResidual(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = torch.nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        z = F.relu(self.bn2(self.conv2(y)) + y)
+        return F.max_pool2d(z, 2)
+
+
+class FlaxResidual(nnx.Module):
+    def __init__(self):
+        pad = ((1, 1), (1, 1))
+        self.conv1 = nnx.Conv(3, 8, (3, 3), padding=pad, rngs=nnx.Rngs(0))
+        self.bn1 = nnx.BatchNorm(8, use_running_average=True, epsilon=1e-5, rngs=nnx.Rngs(0))
+        self.conv2 = nnx.Conv(8, 8, (3, 3), padding=pad, rngs=nnx.Rngs(1))
+        self.bn2 = nnx.BatchNorm(8, use_running_average=True, epsilon=1e-5, rngs=nnx.Rngs(0))
+
+    def __call__(self, x):
+        y = jax.nn.relu(self.bn1(self.conv1(x)))
+        z = jax.nn.relu(self.bn2(self.conv2(y)) + y)
+        return nnx.max_pool(z, (2, 2), (2, 2))
+
+
+class TorchFunctional(torch.nn.Module):
+    """A float-only op (sin) and a fixed-qparams op (tanh) between modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(16, 16)
+        self.fc2 = torch.nn.Linear(16, 16)
+        self.fc3 = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc3(torch.tanh(self.fc2(torch.sin(self.fc1(x)))))
+
+
+class FlaxFunctional(nnx.Module):
+    def __init__(self):
+        self.fc1 = nnx.Linear(16, 16, rngs=nnx.Rngs(0))
+        self.fc2 = nnx.Linear(16, 16, rngs=nnx.Rngs(1))
+        self.fc3 = nnx.Linear(16, 4, rngs=nnx.Rngs(2))
+
+    def __call__(self, x):
+        return self.fc3(jnp.tanh(self.fc2(jnp.sin(self.fc1(x)))))
+
+
+def _twin_conv(torch_cls, flax_cls, convs, bns, rng):
+    torch.manual_seed(0)
+    t, j = torch_cls().eval(), flax_cls()
+    for name in convs:
+        copy_conv(getattr(j, name), getattr(t, name))
+    for name in bns:
+        randomize_bn(getattr(t, name), rng)
+        copy_bn(getattr(j, name), getattr(t, name))
+    return t, j
+
+
+def twin_cnn(rng):
+    return _twin_conv(TorchCNN, FlaxCNN, ["conv1", "conv2"], ["bn"], rng)
+
+
+def twin_residual(rng):
+    return _twin_conv(TorchResidual, FlaxResidual, ["conv1", "conv2"], ["bn1", "bn2"], rng)
+
+
+def twin_functional():
+    torch.manual_seed(0)
+    t, j = TorchFunctional().eval(), FlaxFunctional()
+    for name in ("fc1", "fc2", "fc3"):
+        copy_linear(getattr(j, name), getattr(t, name))
+    return t, j
+
+
+def to_torch(x):
+    x = np.asarray(x)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4
+                            else x)
+
+
+def from_torch(y):
+    y = y.detach().numpy()
+    return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
+
+
+# --- harness ---------------------------------------------------------------------------
+
+def torch_observers(model):
+    found = []
+    for node in model.graph.nodes:
+        if node.op == "call_module" and "activation_post_process" in str(node.target):
+            module = model.get_submodule(node.target)
+            if all(module is not seen for seen in found):
+                found.append(module)
+    return found
+
+
+def jaxq_observers(model: GraphModule):
+    found = []
+    for node in model.graph.nodes:
+        if node.meta.get("observer"):
+            module = get_submodule(model.root, node.module_path)
+            if all(module is not seen for seen in found):
+                found.append(module)
+    return found
+
+
+def assert_same_qparams(tprepared, prepared, first_exact=True):
+    t_obs, j_obs = torch_observers(tprepared), jaxq_observers(prepared)
+    assert len(t_obs) == len(j_obs)
+    for i, (t, j) in enumerate(zip(t_obs, j_obs)):
+        t_scale, t_zp = t.calculate_qparams()
+        j_scale, j_zp = j.calculate_qparams()
+        np.testing.assert_array_equal(np.asarray(j_zp).reshape(-1),
+                                      t_zp.numpy().reshape(-1), err_msg=f"observer {i}")
+        if i == 0 and first_exact:  # observes the model input: identical data
+            np.testing.assert_array_equal(np.asarray(j_scale).reshape(-1),
+                                          t_scale.numpy().reshape(-1))
+        else:  # layer outputs differ in float accumulation order (XLA vs torch)
+            np.testing.assert_allclose(np.asarray(j_scale).reshape(-1),
+                                       t_scale.numpy().reshape(-1), rtol=1e-5,
+                                       err_msg=f"observer {i}")
+    return t_obs, j_obs
+
+
+def run_twins(tmodel, model, t_mapping, j_mapping, batches):
+    torch.backends.quantized.engine = "x86"
+    tprepared = tfx.prepare_fx(tmodel, t_mapping, (to_torch(batches[0]),))
+    prepared = prepare_fx(model, j_mapping, (jnp.asarray(batches[0]),))
+    calibrate = nnx.jit(lambda m, x: m(x))
+    for x in batches:
+        tprepared(to_torch(x))
+        calibrate(prepared, jnp.asarray(x))
+    return tprepared, prepared
+
+
+def assert_outputs_close(tquantized, quantized, x, steps=1.0):
+    expected = from_torch(tquantized(to_torch(x)))
+    got = np.asarray(quantized(jnp.asarray(x)))
+    assert got.shape == expected.shape
+    out_obs = [n for n in quantized.graph.nodes if n.meta.get("quantize")]
+    scale = max(float(n.meta["qparams"]["scale"]) for n in out_obs) if out_obs else 1e-6
+    diff = np.abs(got - expected)
+    assert diff.max() <= steps * scale * 1.0001 + 1e-6, (diff.max(), scale)
+    return diff
+
+
+def batches(rng, shape, n=3, scale=1.5):
+    return [(rng.normal(size=shape) * scale).astype(np.float32) for _ in range(n)]
+
+
+# --- end to end vs torch ---------------------------------------------------------------
+
+@pytest.mark.parametrize("qconfig", ["x86", "per_tensor"])
+def test_mlp_vs_torch(rng, qconfig):
+    tmodel, model = twin_mlp()
+    if qconfig == "x86":
+        t_map, j_map = tq.get_default_qconfig_mapping("x86"), get_default_qconfig_mapping("x86")
+    else:
+        t_map = tq.QConfigMapping().set_global(tq.default_qconfig)
+        j_map = QConfigMapping().set_global(jqconfig.default_qconfig)
+    data = batches(rng, (8, 16))
+    tprepared, prepared = run_twins(tmodel, model, t_map, j_map, data)
+    assert_same_qparams(tprepared, prepared)
+    tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
+    assert type(quantized.root.fc1).__name__ == "LinearReLU"
+    assert isinstance(quantized.root.fc2, nnq.Linear)
+    diff = assert_outputs_close(tquantized, quantized, data[0])
+    # Same int8 kernels and qparams: bit-exact for the MLP.
+    assert diff.max() == 0.0
+
+
+def test_conv_bn_relu_vs_torch(rng):
+    tmodel, model = twin_cnn(rng)
+    t_map = tq.QConfigMapping().set_global(tq.default_qconfig)
+    j_map = QConfigMapping().set_global(jqconfig.default_qconfig)
+    data = batches(rng, (2, 8, 8, 3))
+    tprepared, prepared = run_twins(tmodel, model, t_map, j_map, data)
+    # Conv+BN+ReLU folded into one ConvReLU2d, as torch.
+    assert type(get_submodule(prepared.root, "conv1")).__name__ == "ConvReLU2d"
+    assert "bn" not in vars(prepared.root)
+    assert_same_qparams(tprepared, prepared)
+    tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
+    assert_outputs_close(tquantized, quantized, data[1])
+
+
+def test_residual_add_vs_torch(rng):
+    tmodel, model = twin_residual(rng)
+    t_map = tq.QConfigMapping().set_global(tq.default_qconfig)
+    j_map = QConfigMapping().set_global(jqconfig.default_qconfig)
+    data = batches(rng, (2, 8, 8, 3))
+    tprepared, prepared = run_twins(tmodel, model, t_map, j_map, data)
+    assert_same_qparams(tprepared, prepared)
+    tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
+    add = [n for n in quantized.graph.nodes if n.target is operator.add][0]
+    assert add.meta["quantized_op"] is nnq.ops.add_relu
+    assert_outputs_close(tquantized, quantized, data[2])
+
+
+def test_function_ops_between_modules_vs_torch(rng):
+    tmodel, model = twin_functional()
+    data = batches(rng, (8, 16))
+    tprepared, prepared = run_twins(tmodel, model, tq.get_default_qconfig_mapping("x86"),
+                                    get_default_qconfig_mapping("x86"), data)
+    t_obs, j_obs = assert_same_qparams(tprepared, prepared)
+    # tanh: fixed qparams 2/256, zero point 128.
+    tanh_obs = [o for o in j_obs if type(o).__name__ == "FixedQParamsObserver"]
+    assert len(tanh_obs) == 1
+    tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
+    # sin runs in float between a dequantize and a quantize.
+    sin = [n for n in quantized.graph.nodes if n.name.startswith("sin")][0]
+    producers = [quantized.graph.node(i) for i in sin.input_ids]
+    assert producers[0].meta.get("dequantize")
+    assert_outputs_close(tquantized, quantized, data[0])
+
+
+def test_convert_to_reference_vs_torch(rng):
+    tmodel, model = twin_mlp()
+    data = batches(rng, (8, 16))
+    t_map = tq.QConfigMapping().set_global(tq.default_qconfig)
+    j_map = QConfigMapping().set_global(jqconfig.default_qconfig)
+    tprepared, prepared = run_twins(tmodel, model, t_map, j_map, data)
+    tref, ref = tfx.convert_to_reference_fx(tprepared), convert_to_reference_fx(prepared)
+    assert type(ref.root.fc2).__module__.startswith("jaxq.nn.quantized.reference")
+    expected = tref(to_torch(data[0])).detach().numpy()
+    got = np.asarray(ref(jnp.asarray(data[0])))
+    scale = float(jaxq_observers(prepared)[-1].calculate_qparams()[0][0])
+    assert np.abs(got - expected).max() <= scale * 1.0001
+
+
+# --- QConfigMapping precedence ---------------------------------------------------------
+
+def _float_modules(quantized):
+    """Names of the MLP's layers that stayed float (jaxq)."""
+    return {name for name in ("fc1", "fc2")
+            if not type(getattr(quantized.root, name)).__module__.startswith(
+                ("jaxq.nn.quantized", "jaxq.nn.intrinsic.quantized"))}
+
+
+def _torch_float_modules(tquantized):
+    return {name for name in ("fc1", "fc2")
+            if not type(getattr(tquantized, name)).__module__.startswith(
+                ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized"))}
+
+
+@pytest.mark.parametrize("case", ["module_name_none", "object_type_none", "global_none",
+                                  "regex", "order"])
+def test_qconfig_mapping_precedence_vs_torch(rng, case):
+    tq_cfg, jq_cfg = tq.default_qconfig, jqconfig.default_qconfig
+    t_map, j_map = tq.QConfigMapping(), QConfigMapping()
+    if case == "module_name_none":
+        t_map.set_global(tq_cfg).set_module_name("fc2", None)
+        j_map.set_global(jq_cfg).set_module_name("fc2", None)
+        expected_float = {"fc2"}
+    elif case == "object_type_none":
+        t_map.set_global(tq_cfg).set_object_type(torch.nn.Linear, None) \
+            .set_module_name("fc1", tq_cfg)
+        j_map.set_global(jq_cfg).set_object_type(nnx.Linear, None) \
+            .set_module_name("fc1", jq_cfg)
+        expected_float = {"fc2"}
+    elif case == "global_none":
+        t_map.set_global(None).set_module_name("fc1", tq_cfg)
+        j_map.set_global(None).set_module_name("fc1", jq_cfg)
+        expected_float = {"fc2"}
+    elif case == "regex":
+        t_map.set_global(None).set_module_name_regex("fc.*", tq_cfg) \
+            .set_module_name("fc1", None)
+        j_map.set_global(None).set_module_name_regex("fc.*", jq_cfg) \
+            .set_module_name("fc1", None)
+        expected_float = {"fc1"}
+    else:
+        t_map.set_global(tq_cfg).set_module_name_object_type_order("", torch.nn.Linear, 1,
+                                                                   None)
+        j_map.set_global(jq_cfg).set_module_name_object_type_order("", nnx.Linear, 1, None)
+        expected_float = {"fc2"}
+    tmodel, model = twin_mlp()
+    data = batches(rng, (8, 16), n=2)
+    tprepared, prepared = run_twins(tmodel, model, t_map, j_map, data)
+    assert_same_qparams(tprepared, prepared)
+    tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
+    assert _torch_float_modules(tquantized) == expected_float
+    assert _float_modules(quantized) == expected_float
+    assert_outputs_close(tquantized, quantized, data[0])
+
+
+def test_fused_qconfig_mismatch_raises_like_torch():
+    # torch: object_type qconfigs of fused constituents must agree.
+    t_map = tq.QConfigMapping().set_global(tq.default_qconfig).set_object_type(
+        torch.nn.Linear, tq.default_per_channel_qconfig)
+    j_map = QConfigMapping().set_global(jqconfig.default_qconfig).set_object_type(
+        nnx.Linear, jqconfig.default_per_channel_qconfig)
+
+    class TorchLinearReLU(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+            self.relu = torch.nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.fc(x))
+
+    with pytest.raises(LookupError):
+        tfx.prepare_fx(TorchLinearReLU().eval(), t_map, (torch.ones(2, 4),))
+
+    class LinearReLU(nnx.Module):
+        def __init__(self):
+            self.fc = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return jax.nn.relu(self.fc(x))
+
+    with pytest.raises(ValueError, match="same qconfigs"):
+        prepare_fx(LinearReLU(), j_map, (jnp.ones((2, 4)),))
+
+
+# --- jit, errors, fuse_fx --------------------------------------------------------------
+
+def test_jit_no_recompile(rng):
+    _, model = twin_mlp()
+    data = batches(rng, (8, 16), n=2)
+    prepared = prepare_fx(model, QConfigMapping().set_global(jqconfig.default_qconfig),
+                          (jnp.asarray(data[0]),))
+    traces = []
+
+    @nnx.jit
+    def run(m, x):
+        traces.append(1)
+        return m(x)
+
+    run(prepared, jnp.asarray(data[0]))
+    run(prepared, jnp.asarray(data[1]))
+    assert len(traces) == 1
+    quantized = convert_fx(prepared)
+    traces.clear()
+    eager = np.asarray(quantized(jnp.asarray(data[0])))
+    out = np.asarray(run(quantized, jnp.asarray(data[0])))
+    run(quantized, jnp.asarray(data[1]))
+    assert len(traces) == 1
+    np.testing.assert_array_equal(out, eager)
+
+
+def test_bad_inputs():
+    _, model = twin_mlp()
+    x = (jnp.ones((2, 16)),)
+    mapping = QConfigMapping().set_global(jqconfig.default_qconfig)
+    with pytest.raises(TypeError, match="model"):
+        prepare_fx(lambda v: v, mapping, x)
+    with pytest.raises(TypeError, match="example_inputs"):
+        prepare_fx(model, mapping, jnp.ones((2, 16)))
+    with pytest.raises(TypeError, match="qconfig_mapping"):
+        prepare_fx(model, "x86", x)
+    with pytest.raises(TypeError, match="backend_config"):
+        prepare_fx(model, mapping, x, backend_config="x86")
+    with pytest.raises(NotImplementedError, match="_equalization_config"):
+        prepare_fx(model, mapping, x, _equalization_config=object())
+    with pytest.raises(TypeError, match="graph_module"):
+        convert_fx(model)
+    with pytest.raises(ValueError, match="not prepared"):
+        convert_fx(fuse_fx(model, example_inputs=x))
+    with pytest.raises(ValueError, match="example_inputs"):
+        fuse_fx(model)
+    with pytest.raises(ValueError, match="structure"):
+        prepare_fx(model, mapping, x)(jnp.ones((2, 16)), jnp.ones((2, 16)))
+
+
+def test_fuse_fx_folds_bn_like_torch(rng):
+    tmodel, model = twin_cnn(rng)
+    x = batches(rng, (2, 8, 8, 3), n=1)[0]
+    tfused = tfx.fuse_fx(tmodel)
+    fused = fuse_fx(model, example_inputs=(jnp.asarray(x),))
+    assert type(tfused.conv1).__name__ == "ConvReLU2d"
+    assert type(fused.root.conv1).__name__ == "ConvReLU2d"
+    np.testing.assert_allclose(np.asarray(fused(jnp.asarray(x))),
+                               from_torch(tfused(to_torch(x))), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="eval"):
+        model.train()
+        fuse_fx(model, example_inputs=(jnp.asarray(x),))
+
+
+# --- QAT -------------------------------------------------------------------------------
+
+def test_qat_step_with_optax(rng):
+    tmodel, model = twin_cnn(rng)
+    model.train()
+    x = jnp.asarray(batches(rng, (4, 8, 8, 3), n=1)[0])
+    prepared = prepare_qat_fx(model, get_default_qat_qconfig_mapping("x86"), (x,))
+    assert type(get_submodule(prepared.root, "conv1")).__name__ == "ConvBnReLU2d"
+    assert type(get_submodule(prepared.root, "conv1")).__module__.startswith(
+        "jaxq.nn.intrinsic.qat")
+    target = jnp.zeros(prepared(x).shape)
+    optimizer = nnx.Optimizer(prepared, optax.sgd(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(m, opt, inputs):
+        loss, grads = nnx.value_and_grad(lambda mm: jnp.mean((mm(inputs) - target) ** 2))(m)
+        opt.update(m, grads)
+        return loss
+
+    before = np.asarray(get_submodule(prepared.root, "conv2").kernel.get_value()).copy()
+    losses = [float(step(prepared, optimizer, x)) for _ in range(3)]
+    after = np.asarray(get_submodule(prepared.root, "conv2").kernel.get_value())
+    assert np.all(np.isfinite(losses)) and not np.array_equal(before, after)
+    assert losses[-1] < losses[0]
+    prepared.eval()
+    quantized = convert_fx(prepared)
+    assert type(quantized.root.conv1).__module__.startswith("jaxq.nn.intrinsic.quantized")
+    reference = np.asarray(prepared(x))
+    got = np.asarray(quantized(x))
+    scale = float(jaxq_observers(prepared)[-1].calculate_qparams()[0][0])
+    assert np.abs(got - reference).max() <= 2 * scale

@@ -85,3 +85,20 @@ def assert_quantized_close(jaxq_out, torch_out, min_exact=0.97):
     diff = np.abs(a - b)
     assert diff.max() <= 1, diff.max()
     assert (diff == 0).mean() >= min_exact, (diff == 0).mean()
+
+
+def copy_torch_minmax_ranges(jaxq_model, torch_model):
+    """Gives every jaxq MinMax observer torch's ``min_val`` / ``max_val`` (they agree to
+    float32 rounding already), so that both convert with identical qparams and the
+    quantized arithmetic itself can be compared bit for bit."""
+    import jax.numpy as jnp
+    torch_modules = dict(torch_model.named_modules())
+    for name, module in named_modules(jaxq_model):
+        post = vars(module).get("activation_post_process")
+        if post is None or not hasattr(post, "calculate_qparams"):
+            continue
+        torch_post = torch_modules[name].activation_post_process
+        state = dict(post.state.get_value())
+        state["min_val"] = jnp.float32(float(torch_post.min_val))
+        state["max_val"] = jnp.float32(float(torch_post.max_val))
+        post.state.set_value(state)

@@ -37,11 +37,13 @@ from jaxq.pt2e.numeric_debugger import (
     generate_numeric_debug_handle,
     numeric_debug_handle,
     prepare_for_propagation_comparison,
+    transfer_numeric_debug_handles,
 )
 
 __all__ = [
     "CUSTOM_KEY", "NUMERIC_DEBUG_HANDLE_KEY", "generate_numeric_debug_handle",
-    "numeric_debug_handle", "prepare_for_propagation_comparison",
+    "numeric_debug_handle", "transfer_numeric_debug_handles",
+    "prepare_for_propagation_comparison",
     "extract_results_from_loggers", "compare_results", "OutputLogger", "LoggingGraphModule",
     "QuantizationComparisonResult", "NodeAccuracySummary", "compute_sqnr",
     "compute_mse_loss", "compute_normalized_l2_error", "compute_cosine_similarity",

@@ -69,7 +69,7 @@ from jaxq.fx.graph import Graph, Node, interpret
 
 __all__ = [
     "CUSTOM_KEY", "NUMERIC_DEBUG_HANDLE_KEY", "generate_numeric_debug_handle",
-    "numeric_debug_handle", "OutputLogger", "LoggingGraphModule",
+    "numeric_debug_handle", "transfer_numeric_debug_handles", "OutputLogger", "LoggingGraphModule",
     "prepare_for_propagation_comparison", "extract_results_from_loggers",
 ]
 
@@ -99,6 +99,39 @@ def numeric_debug_handle(node: Node) -> int | None:
     return None
 
 
+def _is_inserted(node: Node) -> bool:
+    """An observer / quantize / dequantize node that graph-mode prepare / convert added."""
+    return any(node.meta.get(key) for key in ("observer", "quantize", "dequantize"))
+
+
+def _source_handle(node: Node, by_id: dict[int, Node]) -> int | None:
+    """The handle of the node whose output ``node`` (an inserted node) processes."""
+    for node_id in node.input_ids:
+        source = by_id.get(node_id)
+        if source is not None:
+            return numeric_debug_handle(source)
+    return None
+
+
+def _set_handle(node: Node, handle: int) -> None:
+    # A fresh dict: Node.replace copies ``meta`` shallowly, so a CUSTOM_KEY dict shared
+    # with another graph must not be written into.
+    custom = dict(node.meta.get(CUSTOM_KEY) or {})
+    custom[NUMERIC_DEBUG_HANDLE_KEY] = handle
+    node.meta[CUSTOM_KEY] = custom
+
+
+def _inherit_handles(graph: Graph) -> None:
+    """Gives handle-less inserted nodes the handle of the node they observe (torch's
+    prepare / convert propagate it to the observer and to the quantize / dequantize)."""
+    by_id = graph.by_id()
+    for node in graph.nodes:
+        if numeric_debug_handle(node) is None and _is_inserted(node):
+            handle = _source_handle(node, by_id)
+            if handle is not None:
+                _set_handle(node, handle)
+
+
 def generate_numeric_debug_handle(graph_module: Any) -> None:
     """Attaches a unique integer handle to every computing node of ``graph_module``.
 
@@ -106,12 +139,19 @@ def generate_numeric_debug_handle(graph_module: Any) -> None:
     ``node.meta[CUSTOM_KEY][NUMERIC_DEBUG_HANDLE_KEY] = handle``. As in torch, handles
     already present are kept, and new ones count up from one past the largest existing
     handle (from 1 on a fresh graph), in graph (execution) order. The graph is modified in
-    place; copies of the model made afterwards (``nnx.clone``, prepare / convert) carry
-    the same handles.
+    place; copies of the model made afterwards (``nnx.clone``, convert) carry the same
+    handles.
+
+    Nodes that graph-mode prepare / convert inserted to observe, quantize or dequantize
+    another node's output (``meta["observer"]`` / ``["quantize"]`` / ``["dequantize"]``)
+    get that node's handle instead of a new one, which is how torch's prepare / convert
+    propagate handles; so the model returned by ``prepare_fx`` can be handled too
+    (``prepare_fx`` captures the float model itself), and :func:`convert_fx`'s output keeps
+    the handles of the float nodes it replaces.
 
     Args:
-      graph_module: a captured model (:class:`jaxq.fx.graph.GraphModule`) or its
-        :class:`jaxq.fx.graph.Graph`.
+      graph_module: a captured model (:class:`jaxq.fx.graph.GraphModule`, also from
+        ``prepare_fx`` / ``convert_fx``) or its :class:`jaxq.fx.graph.Graph`.
 
     Raises:
       TypeError: ``graph_module`` is not a captured model or graph.
@@ -126,18 +166,72 @@ def generate_numeric_debug_handle(graph_module: Any) -> None:
       [('placeholder', None), ('call_module', 1), ('output', None)]
     """
     graph = _graph_of(graph_module, "graph_module")
+    by_id = graph.by_id()
     handled = [n for n in graph.nodes if n.op not in _NO_HANDLE_OPS]
-    existing = [numeric_debug_handle(n) for n in handled]
-    next_handle = max((h for h in existing if h is not None), default=0) + 1
-    for node, handle in zip(handled, existing):
-        if handle is not None:
+    next_handle = max((h for h in map(numeric_debug_handle, handled) if h is not None),
+                      default=0) + 1
+    for node in handled:
+        if numeric_debug_handle(node) is not None:
             continue
-        # A fresh dict: Node.replace copies ``meta`` shallowly, so a CUSTOM_KEY dict
-        # shared with another graph must not be written into.
-        custom = dict(node.meta.get(CUSTOM_KEY) or {})
-        custom[NUMERIC_DEBUG_HANDLE_KEY] = next_handle
-        node.meta[CUSTOM_KEY] = custom
+        if _is_inserted(node):
+            handle = _source_handle(node, by_id)
+            if handle is not None:
+                _set_handle(node, handle)
+            continue
+        _set_handle(node, next_handle)
         next_handle += 1
+
+
+def transfer_numeric_debug_handles(source: Any, target: Any) -> None:
+    """Copies the handles of a handled float capture onto a prepared / converted model.
+
+    The torch flow handles the exported float graph and then prepares it; ``prepare_fx``
+    takes the float ``nnx.Module`` and captures it itself, so its nodes do not carry the
+    handles of a separate capture. Node ids are stable through capture, fusion, prepare
+    and convert (a node that replaces a float node keeps its id), so:
+
+    * a node of ``target`` with the id and name of a handled node of ``source`` gets
+      its handle;
+    * a fused node (``meta["fused_from"]``: the ids of the float nodes it replaced) gets
+      the handle of the LAST of them, whose output it computes (conv + relu -> relu's);
+    * observer / quantize / dequantize nodes get the handle of the node they process.
+
+    Handles already on ``target`` are kept. ``source`` must be captured like
+    ``prepare_fx`` captures (same leaf modules / functions), otherwise ids differ and
+    fewer nodes match.
+
+    Args:
+      source: the handled float capture (see :func:`generate_numeric_debug_handle`).
+      target: a model from ``prepare_fx`` / ``prepare_qat_fx`` / ``convert_fx`` of the
+        same float model (modified in place).
+
+    Raises:
+      TypeError: an argument is not a captured model.
+      ValueError: ``source`` has no handles, or no node of ``target`` matches one.
+    """
+    source_graph = _graph_of(source, "source")
+    target_graph = _graph_of(target, "target")
+    handles = {n.id: (n.name, numeric_debug_handle(n)) for n in source_graph.nodes
+               if numeric_debug_handle(n) is not None}
+    if not handles:
+        raise ValueError("source has no numeric debug handles; call "
+                         "generate_numeric_debug_handle(source) first")
+    matched = 0
+    for node in target_graph.nodes:
+        if numeric_debug_handle(node) is not None or node.op in _NO_HANDLE_OPS:
+            continue
+        fused_from = node.meta.get("fused_from")
+        if fused_from and fused_from[-1] in handles:
+            _set_handle(node, handles[fused_from[-1]][1])
+            matched += 1
+        elif node.id in handles and handles[node.id][0] == node.name:
+            _set_handle(node, handles[node.id][1])
+            matched += 1
+    if not matched:
+        raise ValueError("no node of target matches a handled node of source (same id and "
+                         "name); source must be the capture of the model target was "
+                         "prepared from, captured with the same leaf modules / functions")
+    _inherit_handles(target_graph)
 
 
 def _type_name(module_type: Any) -> str:
@@ -301,15 +395,20 @@ def prepare_for_propagation_comparison(model: Any, *, jit: bool = True
                         f"{type(root).__name__}")
     if not isinstance(jit, bool):
         raise TypeError(f"jit must be True or False; got {jit!r}")
-    handled = [n for n in graph.nodes if numeric_debug_handle(n) is not None]
-    if not handled:
+    if not any(numeric_debug_handle(n) is not None for n in graph.nodes):
         raise ValueError(
             "model has no node with a numeric debug handle (node.meta[CUSTOM_KEY]"
             "[NUMERIC_DEBUG_HANDLE_KEY]); call jaxq.pt2e.generate_numeric_debug_handle on "
             "the captured float model before preparing / converting it")
-    logging_model = LoggingGraphModule(nnx.clone(root), graph.copy(), jit)
+    graph = graph.copy()
+    # convert_fx gives its quantize / dequantize nodes fresh meta: they take the handle of
+    # the node they process here, as torch's convert gives them.
+    _inherit_handles(graph)
+    logging_model = LoggingGraphModule(nnx.clone(root), graph, jit)
     used_names = set(vars(logging_model))
-    for node in handled:
+    for node in graph.nodes:
+        if numeric_debug_handle(node) is None:
+            continue
         index = 0
         while f"{node.name}_logger{index}" in used_names:
             index += 1

@@ -528,3 +528,43 @@ def test_qat_vs_torch(rng, kind):
     prepared.eval()
     tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
     assert_outputs_close(tquantized, quantized, x)
+
+
+class TorchCat(torch.nn.Module):
+    """cat shares one observer among its inputs and output; ``a`` is called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(8, 4)
+        self.b = torch.nn.Linear(8, 4)
+        self.c = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.c(self.a(torch.cat([self.a(x), self.b(x)], dim=1)))
+
+
+class FlaxCat(nnx.Module):
+    def __init__(self):
+        self.a = nnx.Linear(8, 4, rngs=nnx.Rngs(0))
+        self.b = nnx.Linear(8, 4, rngs=nnx.Rngs(1))
+        self.c = nnx.Linear(4, 2, rngs=nnx.Rngs(2))
+
+    def __call__(self, x):
+        return self.c(self.a(jnp.concatenate([self.a(x), self.b(x)], axis=1)))
+
+
+def test_cat_shared_observers_and_module_called_twice_vs_torch(rng):
+    torch.manual_seed(0)
+    tmodel, model = TorchCat().eval(), FlaxCat()
+    for name in "abc":
+        copy_linear(getattr(model, name), getattr(tmodel, name))
+    data = batches(rng, (8, 8))
+    tprepared, prepared = run_twins(
+        tmodel, model, tq.QConfigMapping().set_global(tq.default_qconfig),
+        QConfigMapping().set_global(jqconfig.default_qconfig), data)
+    _, observers = assert_same_qparams(tprepared, prepared)
+    cat = prepared.graph.find(target=jnp.concatenate)[0]
+    paths = {prepared.graph.node(i).module_path for i in cat.input_ids}
+    assert len(paths) == 1  # both inputs observed by the same observer
+    tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
+    assert_outputs_close(tquantized, quantized, data[0])

@@ -145,6 +145,7 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
     redirect: dict[tuple[int, int], Ref] = {}
     dequantized: dict[tuple[int, int], Ref] = {}
     removed_observer_paths: set[str] = set()
+    swapped_paths: set[str] = set()
     nodes: list[Node] = []
 
     def resolve(arg: Any) -> Any:
@@ -209,7 +210,7 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
         pattern_nodes = node.meta.get("pattern_nodes")
         if pattern_nodes and node.id == pattern_nodes[0] and not is_reference:
             done = _lower_pattern(node, pattern_nodes, root, by_id, mapping, qdtype,
-                                  observer_after, redirect)
+                                  observer_after, redirect, swapped_paths)
             if done:
                 nodes.append(node)
                 continue
@@ -248,7 +249,8 @@ def _drop_quantization(node: Node, by_id: dict[int, Node]) -> None:
 
 
 def _lower_pattern(node: Node, pattern_nodes: tuple, root: nnx.Module, by_id: dict,
-                   mapping: dict, qdtype: dict, observer_after, redirect: dict) -> bool:
+                   mapping: dict, qdtype: dict, observer_after, redirect: dict,
+                   swapped_paths: set) -> bool:
     """Replaces a quantized pattern by a quantized kernel; False when there is none."""
     last = by_id[pattern_nodes[-1]]
     observer = observer_after(last)
@@ -260,9 +262,16 @@ def _lower_pattern(node: Node, pattern_nodes: tuple, root: nnx.Module, by_id: di
     out_dtype = qd.as_quant_dtype(observer.dtype)
     if node.op == "call_module" and len(pattern_nodes) == 1:
         module = get_submodule(root, node.module_path)
+        if node.module_path in swapped_paths:
+            # A module called more than once is converted at its first call; later calls
+            # reuse it (and its output qparams), as torch's convert does.
+            node.target = type(module)
+            qdtype[(node.id, 0)] = out_dtype
+            return True
         swapped = _swap(module, observer, mapping, node.meta.get("qconfig"))
         if swapped is None:
             return False
+        swapped_paths.add(node.module_path)
         set_submodule(root, node.module_path, swapped)
         node.meta["float_module_type"] = node.target
         node.target = type(swapped)

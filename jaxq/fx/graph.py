@@ -490,8 +490,8 @@ def capture(model: nnx.Module, example_inputs: tuple, *,
     leaf_names = set(leaf_module_names)
 
     def is_leaf(path: str, module: Any) -> bool:
-        return path != "" and (type(module) in leaf_type_set or path in leaf_names) \
-            or (path == "" and type(module) in leaf_type_set)
+        # The root is always traced through, as torch.fx traces the root's forward.
+        return path != "" and (type(module) in leaf_type_set or path in leaf_names)
 
     graphdef, state = nnx.split(root)
     flat_state = list(nnx.to_flat_state(state))

@@ -137,8 +137,10 @@ def _swap_to_qat(root: nnx.Module, graph: Graph, qconfigs: dict[int, Any],
         qat = swap_module(module, mapping, {})
         if qat is not module:
             set_submodule(root, node.module_path, qat)
-            node.target = type(qat)
             node.meta["float_type"] = type(module)
+    for node in graph.nodes:  # a module called twice is swapped once
+        if node.op == "call_module":
+            node.target = type(get_submodule(root, node.module_path))
 
 
 def prepare_graph_module(gm: GraphModule, qconfig_mapping: Any, backend_config: Any,
@@ -247,6 +249,7 @@ def prepare_graph_module(gm: GraphModule, qconfig_mapping: Any, backend_config: 
                 if source is None:
                     continue
                 observer = observer_of[source.id]
+                _share_input_observers(match.root, source, by_id, observer_of)
                 obs_node = new_observer_node(Ref(node.id), observer, "shared",
                                              path=source.module_path)
             else:
@@ -265,6 +268,22 @@ def prepare_graph_module(gm: GraphModule, qconfig_mapping: Any, backend_config: 
             if getattr(module, "qconfig", None) is None:
                 module.qconfig = node.meta["qconfig"]
     return GraphModule(root, prepared)
+
+
+def _share_input_observers(node: Node, source: Node, by_id: dict[int, Node],
+                           observer_of: dict[int, Any]) -> None:
+    """Points the observer nodes of ``node``'s other tensor inputs at ``source``'s observer
+    (torch's ``_maybe_make_input_output_share_observers`` for ``cat``-like ops)."""
+    for arg in [a for a in node.args if isinstance(a, Ref)][1:]:
+        current = by_id.get(arg.node_id)
+        guard = 0
+        while current is not None and current.id not in observer_of and guard < 10000:
+            first = next((a for a in current.args if isinstance(a, Ref)), None)
+            current = by_id.get(first.node_id) if first is not None else None
+            guard += 1
+        if current is not None and current.id in observer_of and current is not source:
+            current.module_path = source.module_path
+            observer_of[current.id] = observer_of[source.id]
 
 
 def _first_observer(node: Node, by_id: dict[int, Node], observer_of: dict[int, Any]

@@ -160,7 +160,8 @@ def generate_numeric_debug_handle(graph_module: Any) -> None:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from jaxq.fx.graph import capture
-      >>> gm = capture(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), (jnp.ones((1, 2)),))
+      >>> model = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+      >>> gm = capture(model, (jnp.ones((1, 2)),))
       >>> generate_numeric_debug_handle(gm)
       >>> [(n.op, numeric_debug_handle(n)) for n in gm.graph.nodes]
       [('placeholder', None), ('call_module', 1), ('output', None)]
@@ -382,11 +383,12 @@ def prepare_for_propagation_comparison(model: Any, *, jit: bool = True
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from jaxq.fx.graph import capture
-      >>> gm = capture(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), (jnp.ones((1, 2)),))
+      >>> model = nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+      >>> gm = capture(model, (jnp.ones((1, 2)),))
       >>> generate_numeric_debug_handle(gm)
       >>> logged = prepare_for_propagation_comparison(gm)
       >>> [logger.node_name for logger in logged.loggers()]
-      ['node']
+      ['layers_0']
     """
     graph = _graph_of(model)
     root = getattr(model, "root", None)

@@ -184,7 +184,7 @@ def _flows(config, qconfig_kind, rng, calibrations=2, hidden=False):
 @pytest.mark.parametrize("config,qconfig_kind", [
     pytest.param("one_layer", "x86", marks=pytest.mark.slow), ("one_layer", "minmax"),
     ("bidirectional", "minmax"), ("two_layers", "minmax"),
-    ("batch_first_no_bias_odd", "minmax")])
+    pytest.param("batch_first_no_bias_odd", "minmax", marks=pytest.mark.slow)])
 def test_eager_flow_matches_torch(config, qconfig_kind, rng):
     t_quant, j_quant, x = _flows(config, qconfig_kind, rng)
     assert type(j_quant.lstm) is nnq.LSTM
@@ -244,3 +244,39 @@ def test_quantized_lstm_rejects_float_input_after_convert(rng):
     _, j_quant, x = _flows("one_layer", "minmax", rng, calibrations=1)
     with pytest.raises(TypeError, match="QTensor"):
         j_quant.lstm(jnp.asarray(x))
+
+
+def test_observed_calibration_under_jit_and_float_grad(rng):
+    t_lstm, j_lstm = _pair(3, 4)
+    j_lstm.qconfig = qconfigs("minmax")[1]
+    jitted, eager = nnqa.LSTM.from_float(j_lstm), nnqa.LSTM.from_float(j_lstm)
+    traces = []
+
+    @nnx.jit
+    def calibrate(model, x):
+        traces.append(1)
+        return model(x)
+
+    for scale in (1.0, 2.0):
+        x = _input(rng, 4, 3, 3, scale=scale)
+        calibrate(jitted, jnp.asarray(x))
+        eager(jnp.asarray(x))
+    assert len(traces) == 1
+    observers = [(m.activation_post_process, e.activation_post_process)
+                 for (_, m), (_, e) in zip(named_modules(jitted), named_modules(eager))
+                 if "activation_post_process" in vars(m)
+                 and hasattr(m.activation_post_process, "calculate_qparams")]
+    assert len(observers) == 7
+    for a, b in observers:
+        np.testing.assert_array_equal(a.calculate_qparams()[0], b.calculate_qparams()[0])
+
+    # The float quantizable LSTM differentiates like torch's nn.LSTM.
+    x = _input(rng, 4, 3, 3)
+    grads = nnx.grad(lambda m, x: jnp.sum(m(x)[0] ** 2))(j_lstm, jnp.asarray(x))
+    out, _ = t_lstm(torch.from_numpy(x))
+    (out ** 2).sum().backward()
+    cell_grads = grads.layers[0].layer_fw.cell
+    np.testing.assert_allclose(cell_grads.igates.kernel.get_value().T,
+                               t_lstm.weight_ih_l0.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cell_grads.hgates.bias.get_value(),
+                               t_lstm.bias_hh_l0.grad.numpy(), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,114 @@
+"""Observed graph -> quantized graph (jaxq.fx.convert)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import jaxq.nn.quantized as nnq
+from jaxq import qconfig as jqconfig
+from jaxq.core.qtensor import QTensor, quantize_per_tensor
+from jaxq.eager._tree import get_submodule
+from jaxq.fx.graph import interpret
+from jaxq.qconfig_mapping import QConfigMapping
+from jaxq.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx
+from tests.fx._models import Net, vector
+
+
+def _calibrated(model, x, mapping=None):
+    mapping = mapping or QConfigMapping().set_global(jqconfig.default_qconfig)
+    prepared = prepare_fx(model, mapping, (x,))
+    prepared(x)
+    return prepared
+
+
+def test_node_ids_survive_convert():
+    x = vector()
+    prepared = _calibrated(Net(), x)
+    quantized = convert_fx(prepared)
+    by_id = quantized.graph.by_id()
+    fc = prepared.graph.find(path="block.fc")[0]
+    assert isinstance(get_submodule(quantized.root, "block.fc"), nnq.Linear)
+    assert by_id[fc.id].module_path == "block.fc"
+    first_observer = next(n for n in prepared.graph.nodes if n.meta.get("observer"))
+    assert by_id[first_observer.id].meta["quantize"]
+    prepared_ids = {n.id for n in prepared.graph.nodes}
+    new = [n for n in quantized.graph.nodes if n.id not in prepared_ids]
+    assert new and all(n.meta.get("dequantize") for n in new)
+    assert not any(name.startswith("activation_post_process") for name in vars(quantized.root))
+
+
+def test_quantized_values_flow_between_nodes():
+    x = vector()
+    quantized = convert_fx(_calibrated(Net(), x))
+    kinds = {}
+
+    def hook(node, outputs):
+        kinds[node.id] = type(outputs[0]) if outputs else None
+        return outputs
+
+    interpret(quantized.graph, quantized.root, (x,), hook)
+    head = quantized.graph.find(path="head")[0]
+    assert kinds[head.id] is QTensor
+    assert kinds[quantized.graph.find(op="placeholder")[0].id] is not QTensor
+
+
+def test_max_pool_runs_on_the_integer_grid():
+    class Pool(nnx.Module):
+        def __init__(self):
+            self.conv = nnx.Conv(3, 4, (3, 3), rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return nnx.max_pool(self.conv(x), (2, 2), (2, 2))
+
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+    prepared = _calibrated(Pool(), x)
+    quantized = convert_fx(prepared)
+    outputs = {}
+
+    def hook(node, values):
+        outputs[node.id] = values[0]
+        return values
+
+    interpret(quantized.graph, quantized.root, (x,), hook)
+    conv = quantized.graph.find(path="conv")[0]
+    q = outputs[conv.id]
+    pooled = nnx.max_pool(q.int_repr().astype(jnp.float32), (2, 2), (2, 2))
+    expected = (pooled - q.q_zero_point()) * q.q_scale()
+    np.testing.assert_array_equal(np.asarray(quantized(x)), np.asarray(expected))
+
+
+def test_convert_time_qconfig_mapping_keeps_ops_float():
+    x = vector()
+    prepared = _calibrated(Net(), x)
+    quantized = convert_fx(prepared, qconfig_mapping=QConfigMapping().set_global(
+        jqconfig.default_qconfig).set_module_name("head", None))
+    assert type(quantized.root.head) is nnx.Linear
+    assert isinstance(quantized.root.block.fc, nnq.Linear)
+    assert quantized(x).shape == (6,)
+
+
+def test_reference_representation():
+    x = vector()
+    prepared = _calibrated(Net(), x)
+    reference = convert_to_reference_fx(prepared)
+    assert type(reference.root.head).__module__.startswith("jaxq.nn.quantized.reference")
+    graph = reference.graph
+    head = graph.find(path="head")[0]
+    assert graph.node(head.args[0].node_id).meta.get("dequantize")
+    quantized = convert_fx(prepared)
+    scale = max(float(n.meta["qparams"]["scale"]) for n in quantized.graph.nodes
+                if n.meta.get("quantize"))
+    assert float(jnp.abs(reference(x) - quantized(x)).max()) <= 2 * scale
+
+
+def test_quantize_node_matches_quantize_per_tensor():
+    x = vector()
+    quantized = convert_fx(_calibrated(Net(), x))
+    node = next(n for n in quantized.graph.nodes if n.meta.get("quantize"))
+    qparams = node.meta["qparams"]
+    got = node.meta["function"](x)
+    expected = quantize_per_tensor(x, qparams["scale"], qparams["zero_point"],
+                                   qparams["dtype"])
+    np.testing.assert_array_equal(np.asarray(got.int_repr()),
+                                  np.asarray(expected.int_repr()))

@@ -40,6 +40,11 @@ Float sources for ``from_float`` (torch's is ``nn.LSTM``; Flax has no multi-laye
 
 Flax cells keep one bias per gate on the hidden side; the input side gets a zero bias.
 
+Deviation: torch's ``nnqa.LSTM.__init__`` sizes every layer after the first for a
+``hidden_size`` input, so a directly built ``nnqa.LSTM(..., num_layers=2,
+bidirectional=True)`` fails on its first call (its ``from_float`` rebuilds the layers);
+jaxq sizes them for ``num_directions * hidden_size`` inputs.
+
 Training mode: torch's quantizable LSTM defaults to eval (``training=False``); jaxq's
 module has ``deterministic=True`` (``nnx.Module.train()`` / ``eval()`` flip it), and
 ``from_float`` runs ``prepare_qat`` instead of ``prepare`` when the source has
@@ -434,8 +439,7 @@ class LSTM(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         sizes = [self.input_size] + [self.hidden_size * (2 if bidirectional else 1)] * (
             self.num_layers - 1)
-        # torch builds layers > 0 with input hidden_size and replaces them in from_float;
-        # jaxq sizes them for the layer input directly (2 * H when bidirectional).
+        # Layers > 0 take num_directions * H inputs (torch's __init__ says H; see docs).
         self.layers = nnx.List([
             _LSTMLayer(size, self.hidden_size, self.bias, batch_first=False,
                        bidirectional=self.bidirectional, split_gates=split_gates, rngs=rngs)

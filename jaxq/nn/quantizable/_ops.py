@@ -32,7 +32,8 @@ from jaxq.nn.quantized import functional as qF
 from jaxq.nn.quantized import ops as qops
 
 __all__ = ["is_quantized", "chunk", "flip", "swapaxes", "reshape", "cat", "stack",
-           "stack_shared_qparams", "sigmoid", "tanh", "quantized_zeros", "mean"]
+           "stack_shared_qparams", "cat_shared_qparams", "sigmoid", "tanh",
+           "quantized_zeros", "mean"]
 
 
 def is_quantized(x: Any) -> bool:
@@ -81,6 +82,16 @@ def cat(xs: Sequence[Any], axis: int = 0) -> Any:
 def stack(xs: Sequence[Any], axis: int = 0) -> Any:
     """``torch.stack`` (``cat`` of the unsqueezed inputs; see :func:`cat`)."""
     return cat([_map_data(x, lambda d: jnp.expand_dims(d, axis)) for x in xs], axis=axis)
+
+
+def cat_shared_qparams(xs: Sequence[Any], axis: int = 0) -> Any:
+    """``torch.cat`` of inputs that share qparams by construction: torch's fast path
+    concatenates the integers, and so does this (no requantization)."""
+    if isinstance(xs[0], QTensor):
+        first = xs[0]
+        return QTensor(jnp.concatenate([x.data for x in xs], axis=axis), first.scale,
+                       first.zero_point, first.dtype)
+    return jnp.concatenate(xs, axis=axis)
 
 
 def stack_shared_qparams(xs: Sequence[Any], axis: int = 0) -> Any:

@@ -17,8 +17,10 @@ Deviations from torch:
 * the graph is captured from ``example_inputs`` (torch's FX traces symbolically); so
   ``fuse_fx`` takes ``example_inputs`` too (or an already captured GraphModule), and a
   captured model only runs on inputs with the captured pytree structure;
-* only per-tensor static activation quantization is converted (torch's x86 / fbgemm
-  default); dynamic and float16 qconfigs leave the ops in floating point; standalone
+* activations are quantized per tensor (static), or dynamically for single weighted
+  modules (``default_dynamic_qconfig`` / ``float16_dynamic_qconfig``: Linear and
+  Linear+ReLU become ``jaxq.nn.quantized.dynamic`` modules); static float16 qconfigs
+  leave the ops in floating point; standalone
   modules, custom module classes, ``input_quantized_indexes`` /
   ``output_quantized_indexes`` and equalization raise ``NotImplementedError``;
 * ops with a lowered int8 kernel are quantized Linear / Conv (and their fused ReLU /

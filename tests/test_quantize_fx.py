@@ -568,3 +568,20 @@ def test_cat_shared_observers_and_module_called_twice_vs_torch(rng):
     assert len(paths) == 1  # both inputs observed by the same observer
     tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
     assert_outputs_close(tquantized, quantized, data[0])
+
+
+@pytest.mark.parametrize("dynamic", ["int8", "float16"])
+def test_dynamic_vs_torch(rng, dynamic):
+    t_cfg, j_cfg = ((tq.default_dynamic_qconfig, jqconfig.default_dynamic_qconfig)
+                    if dynamic == "int8" else
+                    (tq.float16_dynamic_qconfig, jqconfig.float16_dynamic_qconfig))
+    tmodel, model = twin_mlp()
+    data = batches(rng, (8, 16), n=1)
+    tprepared, prepared = run_twins(tmodel, model, tq.QConfigMapping().set_global(t_cfg),
+                                    QConfigMapping().set_global(j_cfg), data)
+    tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
+    assert type(quantized.root.fc1).__module__ == "jaxq.nn.intrinsic.quantized.dynamic"
+    assert type(tquantized.fc1).__name__ == "LinearReLU"
+    expected = tquantized(to_torch(data[0])).detach().numpy()
+    got = np.asarray(quantized(jnp.asarray(data[0])))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -25,6 +25,11 @@ order, tracking statically which values are :class:`jaxq.QTensor` s at run time:
   ops that only move or select values: relu, max pool, reshape, transpose);
 * the graph output dequantizes quantized values.
 
+Modules prepared for dynamic quantization (``meta["dynamic"]``) become
+``jaxq.nn.quantized.dynamic`` modules (float in, float out), also for
+``is_reference=True`` (torch's reference form spells the same numerics as
+``choose_qparams -> quantize -> dequantize -> reference module``).
+
 ``is_reference=True`` swaps modules for jaxq's reference quantized modules
 (``jaxq.nn.quantized.reference``: float compute on quantize-dequantized weights) and
 runs every op in floating point between ``dequantize`` / ``quantize`` nodes, which is
@@ -207,6 +212,11 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
             by_id[converted.id] = converted
             qdtype[(node.id, 0)] = dtype
             continue
+        if node.meta.get("dynamic") and node.op == "call_module":
+            _swap_dynamic(node, root, is_reference)
+            node.args = tuple(as_float(a) for a in node.args)
+            nodes.append(node)
+            continue
         pattern_nodes = node.meta.get("pattern_nodes")
         if pattern_nodes and node.id == pattern_nodes[0] and not is_reference:
             done = _lower_pattern(node, pattern_nodes, root, by_id, mapping, qdtype,
@@ -233,6 +243,23 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
     converted_graph.meta["stage"] = "converted"
     converted_graph.meta["is_reference"] = is_reference
     return GraphModule(root, converted_graph)
+
+
+def _swap_dynamic(node: Node, root: nnx.Module, is_reference: bool) -> None:
+    """Dynamic quantization: the module becomes its ``jaxq.nn.quantized.dynamic``
+    counterpart (float in, float out; activations quantized per call)."""
+    from jaxq.eager.conversion import swap_module
+    from jaxq.quantization_mappings import get_default_dynamic_quant_module_mappings
+    del is_reference  # the dynamic modules are the reference numerics too (see below)
+    mapping = get_default_dynamic_quant_module_mappings()
+    module = get_submodule(root, node.module_path)
+    work = nnx.clone(module)
+    work.qconfig = node.meta["qconfig"]
+    swapped = swap_module(work, mapping, {})
+    if swapped is not work:
+        set_submodule(root, node.module_path, swapped)
+        node.meta["float_module_type"] = node.target
+        node.target = type(swapped)
 
 
 def _observer_dtype_ok(observer: Any) -> bool:

@@ -10,8 +10,10 @@ BackendConfig, :func:`prepare_graph_module`:
    ``jaxq.nn.intrinsic.qat.ConvBnReLU2d``, ...) through the eager ``swap_module``;
 3. matches the BackendConfig's patterns (:func:`jaxq.fx.match.find_matches`) and keeps
    those whose QConfig the pattern's dtype configs support (activation dtype equals the
-   config's input and output dtype, same ``is_dynamic``; dynamic and float16 activation
-   qconfigs are treated as "not quantized");
+   config's input and output dtype, same ``is_dynamic``; float16 activation qconfigs
+   are treated as "not quantized"). A single weighted module with a dynamic qconfig
+   that a dynamic dtype config accepts gets ``meta["dynamic"] = True`` and no observers
+   (torch inserts a placeholder observer on its input that convert removes again);
 4. walks the nodes in order and inserts observer nodes where torch does:
 
    * input observers on the floating-point tensor arguments of each pattern's first node
@@ -100,6 +102,25 @@ def _qconfig_supported(qconfig: Any, config: Any) -> bool:
     return False
 
 
+def _dynamic_supported(qconfig: Any, config: Any, node: Node, module_type: Any) -> bool:
+    """Dynamic quantization of a single weighted module (torch's dynamic Linear / RNN
+    cells): a dynamic activation qconfig that one of the pattern's dynamic dtype configs
+    accepts."""
+    if qconfig is None or qconfig.activation is None or node.op != "call_module":
+        return False
+    activation = qconfig.activation()
+    if not _is_dynamic(activation):
+        return False
+    dtype = _observer_dtype(activation)
+    for dtype_config in config.dtype_configs:
+        if not dtype_config.is_dynamic:
+            continue
+        input_dtype = dtype_config.input_dtype_with_constraints.dtype
+        if input_dtype is None or input_dtype == dtype:
+            return True
+    return False
+
+
 def _is_reuse_input(qconfig: Any) -> bool:
     from jaxq.qconfig import _is_reuse_input_qconfig
     return _is_reuse_input_qconfig(qconfig)
@@ -165,6 +186,11 @@ def prepare_graph_module(gm: GraphModule, qconfig_mapping: Any, backend_config: 
     for match in {id(m): m for m in matches.values()}.values():
         root_qconfig = qconfigs.get(match.root.id)
         last_qconfig = qconfigs.get(match.last.id)
+        if len(match.nodes) == 1 and _dynamic_supported(
+                root_qconfig, match.config, match.root, module_type_of(match.root)):
+            match.root.meta["qconfig"] = root_qconfig
+            match.root.meta["dynamic"] = True
+            continue
         if _qconfig_supported(root_qconfig, match.config) and \
                 _qconfig_supported(last_qconfig, match.config):
             for n in match.nodes:

@@ -49,6 +49,17 @@ Graph API (stable; later changes are additive only):
 * :class:`GraphModule` (an ``nnx.Module``): ``root`` (the module tree) + ``graph``;
   calling it interprets the graph; it works under ``nnx.jit`` (the graph is static).
 
+Calls made inside a ``jax.jit`` -ed helper are inlined into the graph; a leaf call inside
+``jax.lax`` control flow (scan / cond / while) or an NNX lifted transform raises
+``NotImplementedError``.
+
+Node ids across the workflow (for tools that compare stages, e.g. a numeric debugger):
+capture numbers nodes 0, 1, 2, ... in execution order; fusion keeps the id of a
+pattern's first node for the fused node and drops the others; prepare keeps every id and
+gives observer nodes fresh ids; convert keeps the ids of the nodes it replaces (a
+quantized module / op keeps its float node's id, a quantize node keeps its observer
+node's id) and gives inserted dequantize nodes fresh ids.
+
 Deviations from torch.fx: capture is over concrete shapes (``example_inputs``, like
 torch's pt2e export, not FX's shape-free symbolic tracing); Python control flow is
 resolved at capture time; state mutated by non-leaf module code (not by leaf modules)
@@ -598,53 +609,84 @@ def _graph_from_jaxpr(closed: Any, num_state: int, state_paths: list, num_inputs
 
     counters: dict[tuple[str, Any], int] = {}
     named = _named_functions()
-    for eqn in jaxpr.eqns:
-        args = tuple(read(v) for v in eqn.invars)
-        avals = tuple(_struct(v.aval) for v in eqn.outvars)
-        if eqn.primitive is fx_call_p:
-            record: _CallRecord = eqn.params["record"]
-            if record.op == "call_module":
-                scope = record.module_path.rpartition(".")[0]
-                name = record.module_path
+
+    def process(eqns: Any) -> None:
+        for eqn in eqns:
+            if eqn.primitive is not fx_call_p and _contains_call(eqn):
+                _inline(eqn)
+                continue
+            args = tuple(read(v) for v in eqn.invars)
+            avals = tuple(_struct(v.aval) for v in eqn.outvars)
+            if eqn.primitive is fx_call_p:
+                record: _CallRecord = eqn.params["record"]
+                if record.op == "call_module":
+                    scope = record.module_path.rpartition(".")[0]
+                    name = record.module_path
+                else:
+                    scope = record.module_path
+                    name = _target_name(record.target)
+                key = (scope, record.target)
+                index = counters.get(key, 0)
+                counters[key] = index + 1
+                node = new_node(op=record.op, target=record.target, name=unique(name),
+                                args=args, module_path=record.module_path,
+                                scope_type=record.scope_type, num_outputs=len(eqn.outvars),
+                                call_index=index,
+                                meta={"avals": avals, "call": record})
             else:
-                scope = record.module_path
-                name = _target_name(record.target)
-            key = (scope, record.target)
-            index = counters.get(key, 0)
-            counters[key] = index + 1
-            node = new_node(op=record.op, target=record.target, name=unique(name),
-                            args=args, module_path=record.module_path,
-                            scope_type=record.scope_type, num_outputs=len(eqn.outvars),
-                            call_index=index,
-                            meta={"avals": avals, "call": record})
-        else:
-            scope_path, scope_type = _scope_of(eqn, cap)
-            prim = eqn.primitive
-            name_param = _eqn_name(eqn)
-            if prim.name in _PRIMITIVE_FUNCTIONS:
-                op, target = "call_function", _PRIMITIVE_FUNCTIONS[prim.name]
-            elif prim.name in _PRIMITIVE_METHODS:
-                op, target = "call_method", _PRIMITIVE_METHODS[prim.name]
-            elif prim.name in ("custom_jvp_call", "jit", "pjit") and name_param in named:
-                op, target = "call_function", named[name_param]
-            else:
-                op, target = "call_function", prim
-            key = (scope_path, target)
-            index = counters.get(key, 0)
-            counters[key] = index + 1
-            node = new_node(op=op, target=target,
-                            name=unique(name_param if isinstance(name_param, str)
-                                        else _target_name(target)),
-                            args=args, module_path=scope_path, scope_type=scope_type,
-                            num_outputs=len(eqn.outvars), call_index=index,
-                            meta={"avals": avals, "primitive": prim,
-                                  "params": dict(eqn.params), "ctx": eqn.ctx.manager})
-        for i, var in enumerate(eqn.outvars):
-            env[var] = Ref(node.id, i)
+                scope_path, scope_type = _scope_of(eqn, cap)
+                prim = eqn.primitive
+                name_param = _eqn_name(eqn)
+                if prim.name in _PRIMITIVE_FUNCTIONS:
+                    op, target = "call_function", _PRIMITIVE_FUNCTIONS[prim.name]
+                elif prim.name in _PRIMITIVE_METHODS:
+                    op, target = "call_method", _PRIMITIVE_METHODS[prim.name]
+                elif prim.name in ("custom_jvp_call", "jit", "pjit") and name_param in named:
+                    op, target = "call_function", named[name_param]
+                else:
+                    op, target = "call_function", prim
+                key = (scope_path, target)
+                index = counters.get(key, 0)
+                counters[key] = index + 1
+                node = new_node(op=op, target=target,
+                                name=unique(name_param if isinstance(name_param, str)
+                                            else _target_name(target)),
+                                args=args, module_path=scope_path, scope_type=scope_type,
+                                num_outputs=len(eqn.outvars), call_index=index,
+                                meta={"avals": avals, "primitive": prim,
+                                      "params": dict(eqn.params), "ctx": eqn.ctx.manager})
+            for i, var in enumerate(eqn.outvars):
+                env[var] = Ref(node.id, i)
+
+    def _inline(eqn: Any) -> None:
+        if eqn.primitive.name not in ("jit", "pjit"):
+            raise NotImplementedError(
+                f"a leaf module or function is called inside {eqn.primitive.name!r} "
+                "(jax.lax control flow or an NNX lifted transform); jaxq.fx captures such "
+                "calls only at the top level or inside jax.jit")
+        inner = eqn.params["jaxpr"]
+        for var, const in zip(inner.jaxpr.constvars, inner.consts):
+            env[var] = const
+        for inner_var, outer_var in zip(inner.jaxpr.invars, eqn.invars):
+            env[inner_var] = read(outer_var)
+        process(inner.jaxpr.eqns)
+        for outer_var, inner_var in zip(eqn.outvars, inner.jaxpr.outvars):
+            env[outer_var] = read(inner_var)
+
+    process(jaxpr.eqns)
     outputs = tuple(read(v) for v in jaxpr.outvars)
     new_node(op="output", target="output", name="output", args=outputs,
              num_outputs=0, meta={})
     return Graph(nodes, in_tree, out_tree)
+
+
+def _contains_call(eqn: Any) -> bool:
+    """Whether a sub-jaxpr of ``eqn`` holds a ``jaxq_fx_call`` eqn."""
+    for sub in jex.core.jaxprs_in_params(eqn.params):
+        for inner in sub.eqns:
+            if inner.primitive is fx_call_p or _contains_call(inner):
+                return True
+    return False
 
 
 def _eqn_name(eqn: Any) -> str | None:

@@ -135,3 +135,34 @@ def test_leaf_module_names():
     gm = capture(model, (jnp.ones((1, 5, 5, 3)),), leaf_module_names=["block"])
     assert [n.module_path for n in gm.graph.find(op="call_module")] == ["block",
                                                                        "seq.layers.0"]
+
+
+def test_calls_inside_jit_are_inlined_and_scan_raises():
+    class Jitted(nnx.Module):
+        def __init__(self):
+            self.fc = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            @jax.jit
+            def helper(v):
+                return jax.nn.relu(v) * 2.0
+
+            return self.fc(helper(x))
+
+    model = Jitted()
+    x = jnp.arange(6.0).reshape(2, 3) - 2.0
+    gm = capture(model, (x,))
+    assert gm.graph.find(target=jax.nn.relu)
+    np.testing.assert_allclose(np.asarray(gm(x)), np.asarray(model(x)), rtol=1e-6)
+
+    class Scanned(nnx.Module):
+        def __init__(self):
+            self.fc = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            def body(carry, _):
+                return self.fc(carry), None
+            return jax.lax.scan(body, x, None, length=2)[0]
+
+    with pytest.raises(NotImplementedError, match="scan"):
+        capture(Scanned(), (x,))

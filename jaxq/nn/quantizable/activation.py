@@ -231,10 +231,8 @@ class MultiheadAttention(nnx.Module):
             else:
                 k_zeros = v_zeros = jnp.zeros(zeros_shape, jnp.float32)
             # Same qparams as k / v: torch's cat keeps the integers.
-            k = _ops.stack_shared_qparams([k, k_zeros], 0)
-            v = _ops.stack_shared_qparams([v, v_zeros], 0)
-            k = _ops._map_data(k, lambda d: jnp.concatenate([d[0], d[1]], axis=1))
-            v = _ops._map_data(v, lambda d: jnp.concatenate([d[0], d[1]], axis=1))
+            k = _ops.cat_shared_qparams([k, k_zeros], 1)
+            v = _ops.cat_shared_qparams([v, v_zeros], 1)
             if attn_mask is not None:
                 attn_mask = _pad_last(attn_mask)
             if key_padding_mask is not None:

@@ -585,3 +585,39 @@ def test_dynamic_vs_torch(rng, dynamic):
     expected = tquantized(to_torch(data[0])).detach().numpy()
     got = np.asarray(quantized(jnp.asarray(data[0])))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+class TorchScalarOps(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.fc2 = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc2((self.fc(x) + 0.5) * 2.0)
+
+
+class FlaxScalarOps(nnx.Module):
+    def __init__(self):
+        self.fc = nnx.Linear(4, 4, rngs=nnx.Rngs(0))
+        self.fc2 = nnx.Linear(4, 4, rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        return self.fc2((self.fc(x) + 0.5) * 2.0)
+
+
+def test_scalar_binary_ops_share_qparams_vs_torch(rng):
+    """``x + 0.5`` / ``x * 2.0``: one tensor argument, so the output shares the input's
+    observer (num_tensor_args_to_observation_type)."""
+    torch.manual_seed(0)
+    tmodel, model = TorchScalarOps().eval(), FlaxScalarOps()
+    copy_linear(model.fc, tmodel.fc)
+    copy_linear(model.fc2, tmodel.fc2)
+    data = batches(rng, (8, 4))
+    tprepared, prepared = run_twins(
+        tmodel, model, tq.QConfigMapping().set_global(tq.default_qconfig),
+        QConfigMapping().set_global(jqconfig.default_qconfig), data)
+    _, observers = assert_same_qparams(tprepared, prepared)
+    assert len(observers) == 3
+    tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
+    assert_outputs_close(tquantized, quantized, data[0])

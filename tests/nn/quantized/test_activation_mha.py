@@ -44,3 +44,36 @@ def test_from_observed_matches_torch(rng):
     with torch.no_grad():
         expected = t_quant(t_q, t_k, t_k)
     assert_quantized_close(j_quant(j_q, j_k, j_k), expected, min_exact=1.0)
+
+
+def test_batch_first_matches_torch_on_transposed_inputs(rng):
+    """torch's quantizable MHA mixes heads with batch_first=True (see
+    jaxq.nn.quantizable.activation); jaxq's batch_first=True module equals torch's
+    batch_first=False one on transposed inputs, through quantization."""
+    torch.manual_seed(0)
+    t_float = torch.nn.MultiheadAttention(8, 2).eval()
+    t_float.qconfig, j_qconfig = qconfigs("minmax")
+    t_float.batch_first = True
+    j_float = nnqa.MultiheadAttention._from_torch_like(t_float)
+    t_float.batch_first = False
+    assert j_float.batch_first
+    j_float.qconfig = j_qconfig
+    t_observed = torch.ao.nn.quantizable.MultiheadAttention.from_float(t_float)
+    j_observed = nnqa.MultiheadAttention.from_float(j_float)
+    q = rng.standard_normal((2, 4, 8)).astype(np.float32)  # (N, L, E)
+    t_in = torch.from_numpy(q.transpose(1, 0, 2).copy())
+    with torch.no_grad():
+        expected = t_observed(t_in, t_in, t_in)
+    out, weights = j_observed(q, q, q)
+    assert_float_close((np.swapaxes(out, 0, 1), weights), expected)
+    copy_torch_minmax_ranges(j_observed, t_observed)
+    t_quant = torch.ao.nn.quantized.MultiheadAttention.from_observed(t_observed)
+    j_quant = nnq.MultiheadAttention.from_observed(j_observed)
+    t_x = torch.quantize_per_tensor(t_in, 0.03, 64, torch.quint8)
+    j_x = jaxq.quantize_per_tensor(q, 0.03, 64, jaxq.quint8)
+    with torch.no_grad():
+        t_out, t_weights = t_quant(t_x, t_x, t_x)
+    j_out, j_weights = j_quant(j_x, j_x, j_x)
+    j_out = jaxq.QTensor(np.swapaxes(np.asarray(j_out.int_repr()), 0, 1), j_out.scale,
+                         j_out.zero_point, j_out.dtype)
+    assert_quantized_close((j_out, j_weights), (t_out, t_weights), min_exact=1.0)

@@ -6,7 +6,10 @@
   ``NUMERIC_DEBUG_HANDLE_KEY``;
 * export utilities (:mod:`jaxq.pt2e.export_utils`): :func:`model_is_exported`,
   ``move_exported_model_to_eval`` / ``_to_train``, ``allow_exported_model_train_eval``,
-  :class:`WrapperModule`.
+  :class:`WrapperModule`;
+* the x86 lowering (:mod:`jaxq.pt2e.lowering`): :func:`lower_pt2e_quantized_to_x86`
+  rewrites a reference-quantized graph's ``dequantize -> op -> quantize`` patterns into
+  jaxq's int8 modules and ops.
 
 "Exported" models are the graph modules of :func:`jaxq.fx.graph.capture` and the models
 graph-mode prepare / convert build from them.
@@ -28,6 +31,7 @@ from jaxq.pt2e.export_utils import (
     move_exported_model_to_eval,
     move_exported_model_to_train,
 )
+from jaxq.pt2e.lowering import lower_pt2e_quantized_to_x86
 from jaxq.pt2e.numeric_debugger import (
     CUSTOM_KEY,
     NUMERIC_DEBUG_HANDLE_KEY,
@@ -49,4 +53,5 @@ __all__ = [
     "compute_mse_loss", "compute_normalized_l2_error", "compute_cosine_similarity",
     "model_is_exported", "WrapperModule", "move_exported_model_to_eval",
     "move_exported_model_to_train", "allow_exported_model_train_eval",
+    "lower_pt2e_quantized_to_x86",
 ]

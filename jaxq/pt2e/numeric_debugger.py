@@ -317,6 +317,14 @@ def _run_and_log(graph: Graph, graphdef: Any, logged_ids: frozenset, state: Any,
 _run_and_log_jit = jax.jit(_run_and_log, static_argnums=(0, 1, 2))
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 class LoggingGraphModule(nnx.Module):
     """A captured model with an :class:`OutputLogger` after every node carrying a handle.
 
@@ -340,7 +348,10 @@ class LoggingGraphModule(nnx.Module):
 
     def __call__(self, *args: Any) -> Any:
         loggers = {logger.node_id: logger for logger in self.loggers()}
-        if not self.jit:
+        graphdef, state = nnx.split(self.root)
+        if not self.jit or not _hashable(graphdef):
+            # Modules with unhashable static attributes cannot be a jit cache key: run
+            # node by node (same results, slower).
             def hook(node: Node, outputs: list) -> list:
                 if node.id in loggers:
                     loggers[node.id](_pack_outputs(outputs))
@@ -350,7 +361,6 @@ class LoggingGraphModule(nnx.Module):
             raise ValueError(
                 "a logging model records concrete outputs and cannot run inside "
                 "jax.jit / nnx.jit (it compiles itself; call it directly)")
-        graphdef, state = nnx.split(self.root)
         out, logs, new_state = _run_and_log_jit(self.graph, graphdef, frozenset(loggers),
                                                 state, args)
         nnx.update(self.root, new_state)

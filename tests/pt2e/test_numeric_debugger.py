@@ -267,3 +267,26 @@ def test_errors(setup):
     eager = pt2e.prepare_for_propagation_comparison(setup["gm"], jit=False)
     with pytest.raises(ValueError, match="jax.jit"):
         jax.jit(lambda v: eager(v))(x)
+
+
+class _UnhashableConfig:
+    __hash__ = None
+
+
+def test_unhashable_static_attribute_falls_back_to_eager():
+    class Net(nnx.Module):
+        def __init__(self):
+            self.fc = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+            self.config = _UnhashableConfig()
+
+        def __call__(self, x):
+            return jax.nn.relu(self.fc(x))
+
+    x = jnp.arange(4.0).reshape(2, 2)
+    gm = capture(Net(), (x,))
+    pt2e.generate_numeric_debug_handle(gm)
+    logged = pt2e.prepare_for_propagation_comparison(gm)
+    np.testing.assert_array_equal(logged(x), gm(x))
+    results = pt2e.extract_results_from_loggers(logged)
+    assert [name for name, _, _ in results.values()] == ["fc", "relu"]
+    np.testing.assert_array_equal(results[2][2][0], gm(x))

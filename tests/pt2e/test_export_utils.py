@@ -16,7 +16,8 @@ from jaxq.qconfig_mapping import QConfigMapping
 from jaxq.quantize_fx import prepare_fx
 
 tao = pytest.importorskip("torchao.quantization.pt2e")
-from torchao.quantization.pt2e.export_utils import model_is_exported as torch_is_exported  # noqa: E402
+torch_is_exported = pytest.importorskip(
+    "torchao.quantization.pt2e.export_utils").model_is_exported
 
 
 class TorchNet(torch.nn.Module):

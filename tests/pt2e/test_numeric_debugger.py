@@ -16,6 +16,7 @@ from jaxq.fx.graph import GraphModule, capture
 from jaxq.pt2e import numeric_debugger
 from tests.pt2e._models import (
     FlaxNet,
+    copy_weights,
     fake_quantize_weights,
     make_pair,
     quantized_copy,
@@ -55,7 +56,6 @@ def setup():
     pt2e.generate_numeric_debug_handle(gm)
     # The "quantized" model: the same handled graph over fake-quantized weights.
     quantized_flax = FlaxNet()
-    from tests.pt2e._models import copy_weights
     copy_weights(quantized_copy(torch_model), quantized_flax)
     gm_actual = GraphModule(nnx.clone(quantized_flax), gm.graph.copy())
     return dict(ep=ep, x=x, gm=gm, gm_actual=gm_actual, torch_ref_results=torch_ref_results,
@@ -130,6 +130,14 @@ def test_compare_on_torch_arrays(setup):
             np.testing.assert_allclose(float(result.sqnr), float(t_result.sqnr), rtol=1e-5)
             np.testing.assert_allclose(float(result.mse_loss), float(t_result.mse_loss),
                                        rtol=1e-5)
+
+
+def test_handles_on_a_bare_graph():
+    _, flax_model = make_pair()
+    graph = capture(flax_model, (jnp.ones((1, 6, 6, 3)),)).graph
+    pt2e.generate_numeric_debug_handle(graph)
+    handles = [h for h in _handles(graph) if h is not None]
+    assert handles == list(range(1, len(handles) + 1))
 
 
 def test_existing_handles_kept_and_new_ones_count_up():

@@ -621,3 +621,18 @@ def test_scalar_binary_ops_share_qparams_vs_torch(rng):
     assert len(observers) == 3
     tquantized, quantized = tfx.convert_fx(tprepared), convert_fx(prepared)
     assert_outputs_close(tquantized, quantized, data[0])
+
+
+def test_other_batch_sizes_after_prepare(rng):
+    """Captured with batch 4, calibrated with 8 and 3, run with 1 (jitted)."""
+    model = FlaxResidual()
+    data = batches(rng, (8, 8, 8, 3), n=1)[0]
+    prepared = prepare_fx(model, QConfigMapping().set_global(jqconfig.default_qconfig),
+                          (jnp.asarray(data[:4]),))
+    run = nnx.jit(lambda m, x: m(x))
+    run(prepared, jnp.asarray(data))
+    run(prepared, jnp.asarray(data[:3]))
+    quantized = convert_fx(prepared)
+    full = np.asarray(run(quantized, jnp.asarray(data)))
+    single = np.asarray(run(quantized, jnp.asarray(data[5:6])))
+    np.testing.assert_array_equal(single, full[5:6])

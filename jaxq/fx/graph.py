@@ -39,7 +39,9 @@ Graph API (stable; later changes are additive only):
   eqns; ``"state_path"`` for ``get_attr``), ``call_index`` (how many calls of the same
   target came earlier in the same scope, torch's module_name_object_type_order index).
 * ``Graph.users(node)``, ``Graph.node(id)``, ``Graph.find(path=..., op=..., target=...)``,
-  ``Graph.format()`` (a table like ``print_tabular``), ``Graph.copy()``.
+  ``Graph.format()`` (a table like ``print_tabular``), ``Graph.copy()``,
+  ``Graph.specialize(input_leaves)`` (the same graph for other input shapes, e.g.
+  another batch size; :class:`GraphModule` calls it for you), ``Graph.meta``.
 * :func:`interpret` ``(graph, root, inputs, node_hook=None)``: evaluates the graph;
   ``call_module`` nodes call ``get_submodule(root, node.module_path)`` for real (so
   BatchNorm statistics, observers and dropout RNG state update as usual), ``get_attr``
@@ -182,6 +184,7 @@ class Graph:
         self.in_tree = in_tree
         self.out_tree = out_tree
         self.meta = dict(meta or {})
+        self._specialized: dict[tuple, Graph] = {}
 
     # -- lookups -------------------------------------------------------------------------
     def node(self, node_id: int) -> Node:
@@ -217,6 +220,59 @@ class Graph:
         """A copy whose nodes can be edited without touching this graph."""
         return Graph([n.replace() for n in self.nodes], self.in_tree, self.out_tree,
                      self.meta)
+
+    def specialize(self, input_leaves: Sequence[Any]) -> Graph:
+        """This graph for inputs of other shapes / dtypes (e.g. another batch size).
+
+        The graph was captured for ``meta["input_signature"]``; shape-dependent details
+        (primitive parameters such as a reshape's sizes, call records, constants, avals)
+        are re-derived by tracing the float model again on the new abstract inputs
+        (:class:`CaptureSpec`: graphdef and shapes only) and copied onto this graph's
+        nodes by id; inserted nodes (observers, quantize, dequantize) are unchanged.
+        Results are cached per input signature.
+
+        Raises:
+          ValueError: the model's graph itself depends on the input shapes (different
+            nodes), or the graph has no capture information.
+        """
+        signature = _signature(input_leaves)
+        if signature == self.meta.get("input_signature"):
+            return self
+        if signature in self._specialized:
+            return self._specialized[signature]
+        spec = self.meta.get("capture_spec")
+        if spec is None:
+            raise ValueError("this graph has no capture information and only runs on inputs "
+                             f"with signature {self.meta.get('input_signature')}")
+        fresh = _trace(spec, [jax.ShapeDtypeStruct(shape, dtype)
+                              for shape, dtype in signature], self.in_tree)
+        if fresh.meta["captured_structure"] != self.meta.get("captured_structure"):
+            raise ValueError(
+                "the model's graph depends on the input shapes (tracing it on inputs "
+                f"{signature} gives other nodes than on {self.meta.get('input_signature')})"
+                "; prepare it with example_inputs of the shapes it will run on")
+        specialized = self.copy()
+        specialized.meta["input_signature"] = signature
+        specialized.out_tree = fresh.out_tree
+        fresh_nodes = fresh.by_id()
+        captured = self.meta.get("num_captured", 0)
+        for node in specialized.nodes:
+            if node.id >= captured or node.id not in fresh_nodes:
+                continue
+            source = fresh_nodes[node.id]
+            last = fresh_nodes[node.meta["fused_from"][-1]] if "fused_from" in node.meta \
+                else source
+            node.meta["avals"] = last.meta.get("avals")
+            for key in ("params", "primitive", "ctx", "call", "input_index",
+                        "state_path"):
+                if key in source.meta and key in node.meta:
+                    node.meta[key] = source.meta[key]
+            if len(node.args) == len(source.args):
+                node.args = tuple(
+                    new if not isinstance(old, Ref) and not isinstance(new, Ref) else old
+                    for old, new in zip(node.args, source.args))
+        self._specialized[signature] = specialized
+        return specialized
 
     def format(self) -> str:
         """A table of the nodes (torch's ``print_tabular``)."""
@@ -497,38 +553,76 @@ def capture(model: nnx.Module, example_inputs: tuple, *,
         raise TypeError("example_inputs must be a tuple of positional inputs; got "
                         f"{type(example_inputs).__name__}")
     root = nnx.clone(model)
-    leaf_type_set = set(default_leaf_types()) | set(leaf_types)
-    leaf_names = set(leaf_module_names)
-
-    def is_leaf(path: str, module: Any) -> bool:
-        # The root is always traced through, as torch.fx traces the root's forward.
-        return path != "" and (type(module) in leaf_type_set or path in leaf_names)
-
     graphdef, state = nnx.split(root)
-    flat_state = list(nnx.to_flat_state(state))
-    state_paths = [path for path, _ in flat_state]
-    state_values = [var.get_value() if hasattr(var, "get_value") else var.value
-                    for _, var in flat_state]
+    flat_state = [(path, var.replace(_abstract(var.get_value() if hasattr(var, "get_value")
+                                               else var.value)))
+                  if hasattr(var, "replace") else (path, _abstract(var))
+                  for path, var in nnx.to_flat_state(state)]
+    spec = CaptureSpec(graphdef, flat_state, tuple(_model_types(root)),
+                       frozenset(default_leaf_types()) | frozenset(leaf_types),
+                       frozenset(leaf_module_names),
+                       frozenset(default_leaf_functions()) | frozenset(leaf_functions))
     input_leaves, in_tree = jax.tree.flatten(example_inputs)
     for leaf in input_leaves:
         if not isinstance(leaf, (jax.Array, np.ndarray, float, int, bool, np.generic)):
             raise TypeError(f"example_inputs may only hold arrays and numbers; got "
                             f"{type(leaf).__name__}")
+    graph = _trace(spec, [_abstract(leaf) for leaf in input_leaves], in_tree)
+    return GraphModule(root, graph)
+
+
+@dataclasses.dataclass(eq=False)
+class CaptureSpec:
+    """What :func:`capture` needs to trace the float model again for other input shapes
+    (the model's graphdef and abstract state: no parameter values are kept)."""
+
+    graphdef: Any
+    flat_state: list
+    model_types: tuple
+    leaf_types: frozenset
+    leaf_names: frozenset
+    leaf_functions: frozenset
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def _abstract(value: Any) -> Any:
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) or hasattr(value, "shape"):
+        return jax.ShapeDtypeStruct(np.shape(value), value.dtype)
+    if isinstance(value, (bool, int, float)):
+        return jax.ShapeDtypeStruct((), jnp.asarray(value).dtype)
+    return value
+
+
+def _signature(leaves: Sequence[Any]) -> tuple:
+    return tuple((tuple(np.shape(leaf)), str(jnp.result_type(leaf))) for leaf in leaves)
+
+
+def _trace(spec: CaptureSpec, input_leaves: list, in_tree: Any) -> Graph:
+    """Traces the model described by ``spec`` on abstract inputs into a :class:`Graph`."""
+    def is_leaf(path: str, module: Any) -> bool:
+        # The root is always traced through, as torch.fx traces the root's forward.
+        return path != "" and (type(module) in spec.leaf_types or path in spec.leaf_names)
+
+    flat_state = spec.flat_state
+    state_paths = [path for path, _ in flat_state]
+    state_values = [var.get_value() if hasattr(var, "get_value") else var
+                    for _, var in flat_state]
     cap = _CaptureState(is_leaf)
     out_tree_box: list[Any] = []
 
     def traced(state_leaves, input_values):
         merged_state = nnx.from_flat_state(
             [(p, v) for p, v in zip(state_paths, _replace_values(flat_state, state_leaves))])
-        merged = nnx.merge(graphdef, merged_state)
+        merged = nnx.merge(spec.graphdef, merged_state)
         cap.paths = {i: p for i, (p, _) in module_paths(merged).items()}
         out = merged(*jax.tree.unflatten(in_tree, input_values))
         out_leaves, out_tree = jax.tree.flatten(out)
         out_tree_box.append(out_tree)
         return out_leaves
 
-    with _CAPTURE_LOCK, _patched(_model_types(root), set(default_leaf_functions())
-                                 | set(leaf_functions)):
+    with _CAPTURE_LOCK, _patched(spec.model_types, spec.leaf_functions):
         _STATE.capture = cap
         try:
             closed = jax.make_jaxpr(traced)(state_values, list(input_leaves))
@@ -536,7 +630,15 @@ def capture(model: nnx.Module, example_inputs: tuple, *,
             _STATE.capture = None
     graph = _graph_from_jaxpr(closed, len(state_values), state_paths, len(input_leaves),
                               in_tree, out_tree_box[-1], cap)
-    return GraphModule(root, graph)
+    graph.meta["capture_spec"] = spec
+    graph.meta["input_signature"] = _signature(input_leaves)
+    graph.meta["num_captured"] = len(graph.nodes)
+    graph.meta["captured_structure"] = _structure(graph)
+    return graph
+
+
+def _structure(graph: Graph) -> tuple:
+    return tuple((n.id, n.op, _target_name(n.target), n.module_path) for n in graph.nodes)
 
 
 def _replace_values(flat_state: list, values: list) -> list:
@@ -820,7 +922,9 @@ class GraphModule(nnx.Module):
         self.node_hook = None
 
     def __call__(self, *args: Any) -> Any:
-        return interpret(self.graph, self.root, args, self.node_hook)
+        graph = self.graph.specialize(jax.tree.leaves(args)) \
+            if jax.tree.structure(args) == self.graph.in_tree else self.graph
+        return interpret(graph, self.root, args, self.node_hook)
 
     def print_tabular(self) -> None:
         print(self.graph.format())

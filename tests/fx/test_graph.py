@@ -166,3 +166,31 @@ def test_calls_inside_jit_are_inlined_and_scan_raises():
 
     with pytest.raises(NotImplementedError, match="scan"):
         capture(Scanned(), (x,))
+
+
+def test_specialize_to_other_batch_sizes(captured):
+    model, x, gm = captured
+    gm = GraphModule(nnx.clone(gm.root), gm.graph)
+    model = nnx.clone(model)
+    for batch in (1, 3):
+        inputs = jnp.concatenate([x, x])[:batch]
+        expected = model(inputs)
+        got = gm(inputs)
+        for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    leaves = [jnp.ones((3, 5, 5, 3))]
+    assert gm.graph.specialize(leaves) is gm.graph.specialize(leaves)
+    assert gm.graph.specialize([x]) is gm.graph
+
+
+def test_shape_dependent_graph_raises():
+    class Branchy(nnx.Module):
+        def __init__(self):
+            self.fc = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+
+        def __call__(self, x):
+            return self.fc(x) if x.shape[0] > 1 else jax.nn.relu(self.fc(x))
+
+    gm = capture(Branchy(), (jnp.ones((2, 3)),))
+    with pytest.raises(ValueError, match="depends on the input shapes"):
+        gm(jnp.ones((1, 3)))

@@ -121,11 +121,34 @@ def _set_handle(node: Node, handle: int) -> None:
     node.meta[CUSTOM_KEY] = custom
 
 
+# graph.meta key of ``{node id: handle}`` for every handled node, kept by Graph.copy and by
+# the later stages: it lets a node that absorbed a removed node find that node's handle.
+_HANDLES_BY_ID_KEY = "numeric_debug_handles_by_node_id"
+
+
+def _record_handles(graph: Graph) -> None:
+    recorded = dict(graph.meta.get(_HANDLES_BY_ID_KEY) or {})
+    for node in graph.nodes:
+        handle = numeric_debug_handle(node)
+        if handle is not None and node.id not in recorded:
+            recorded[node.id] = handle
+    graph.meta[_HANDLES_BY_ID_KEY] = recorded
+
+
 def _inherit_handles(graph: Graph) -> None:
     """Gives handle-less inserted nodes the handle of the node they observe (torch's
-    prepare / convert propagate it to the observer and to the quantize / dequantize)."""
+    prepare / convert propagate it to the observer and to the quantize / dequantize).
+
+    An add / mul that convert fused with the relu after it (``meta["fused_relu"]``, the
+    relu node's id) computes the relu's output, so it takes the relu's handle, found in
+    the handles recorded when the graph was handled.
+    """
     by_id = graph.by_id()
+    recorded = graph.meta.get(_HANDLES_BY_ID_KEY) or {}
     for node in graph.nodes:
+        fused_relu = node.meta.get("fused_relu")
+        if fused_relu in recorded and numeric_debug_handle(node) != recorded[fused_relu]:
+            _set_handle(node, recorded[fused_relu])
         if numeric_debug_handle(node) is None and _is_inserted(node):
             handle = _source_handle(node, by_id)
             if handle is not None:
@@ -181,6 +204,7 @@ def generate_numeric_debug_handle(graph_module: Any) -> None:
             continue
         _set_handle(node, next_handle)
         next_handle += 1
+    _record_handles(graph)
 
 
 def transfer_numeric_debug_handles(source: Any, target: Any) -> None:
@@ -195,7 +219,8 @@ def transfer_numeric_debug_handles(source: Any, target: Any) -> None:
       its handle;
     * a fused node (``meta["fused_from"]``: the ids of the float nodes it replaced) gets
       the handle of the LAST of them, whose output it computes (conv + relu -> relu's);
-    * observer / quantize / dequantize nodes get the handle of the node they process.
+    * observer / quantize / dequantize nodes get the handle of the node they process;
+    * an add / mul fused with its relu (``meta["fused_relu"]``) gets the relu's handle.
 
     Handles already on ``target`` are kept. ``source`` must be captured like
     ``prepare_fx`` captures (same leaf modules / functions), otherwise ids differ and
@@ -228,6 +253,9 @@ def transfer_numeric_debug_handles(source: Any, target: Any) -> None:
         elif node.id in handles and handles[node.id][0] == node.name:
             _set_handle(node, handles[node.id][1])
             matched += 1
+    target_graph.meta[_HANDLES_BY_ID_KEY] = {
+        **(target_graph.meta.get(_HANDLES_BY_ID_KEY) or {}),
+        **{node_id: handle for node_id, (_, handle) in handles.items()}}
     if not matched:
         raise ValueError("no node of target matches a handled node of source (same id and "
                          "name); source must be the capture of the model target was "

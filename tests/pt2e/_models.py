@@ -82,3 +82,17 @@ def quantized_copy(torch_model: TorchNet) -> TorchNet:
 def to_flax_activation(value: torch.Tensor) -> np.ndarray:
     array = value.detach().numpy()
     return array.transpose(0, 2, 3, 1) if array.ndim == 4 else array
+
+
+class ResidualNet(nnx.Module):
+    """conv -> sigmoid -> mean -> fc1 -> fc2 (+ fc1) -> relu (* fc1)."""
+
+    def __init__(self):
+        self.conv = nnx.Conv(3, 4, (3, 3), padding="VALID", rngs=nnx.Rngs(0))
+        self.fc1 = nnx.Linear(4, 8, rngs=nnx.Rngs(1))
+        self.fc2 = nnx.Linear(8, 8, rngs=nnx.Rngs(2))
+
+    def __call__(self, x):
+        y = jnp.mean(jax.nn.sigmoid(self.conv(x)), axis=(1, 2))
+        a = self.fc1(y)
+        return jax.nn.relu(self.fc2(a) + a) * a

@@ -14,20 +14,7 @@ from jaxq.nn import quantized as nnq
 from jaxq.qconfig import default_per_channel_qconfig
 from jaxq.qconfig_mapping import get_default_qconfig_mapping
 from jaxq.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx
-
-
-class Net(nnx.Module):
-    """conv -> sigmoid -> mean -> fc1 -> fc2 (+ fc1) -> relu (* fc1)."""
-
-    def __init__(self):
-        self.conv = nnx.Conv(3, 4, (3, 3), padding="VALID", rngs=nnx.Rngs(0))
-        self.fc1 = nnx.Linear(4, 8, rngs=nnx.Rngs(1))
-        self.fc2 = nnx.Linear(8, 8, rngs=nnx.Rngs(2))
-
-    def __call__(self, x):
-        y = jnp.mean(jax.nn.sigmoid(self.conv(x)), axis=(1, 2))
-        a = self.fc1(y)
-        return jax.nn.relu(self.fc2(a) + a) * a
+from tests.pt2e._models import ResidualNet as Net
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from jaxq.fx.graph import capture
 from jaxq.qconfig import default_per_channel_qconfig
 from jaxq.qconfig_mapping import get_default_qconfig_mapping
 from jaxq.quantize_fx import convert_fx, prepare_fx
-from tests.pt2e._models import make_pair
+from tests.pt2e._models import ResidualNet, make_pair
 
 
 def _qconfig_mapping():
@@ -129,3 +129,20 @@ def test_mismatched_models_raise(flow):
     reshaped = {handle: (name, stack, [jnp.ravel(s) for s in stats])}
     with pytest.raises(ValueError, match=f"handle={handle}.*different shapes"):
         pt2e.compare_results(ref, reshaped)
+
+
+def test_add_fused_with_relu_answers_for_the_relu():
+    """convert_fx folds relu into a quantized add: the add node computes relu's output."""
+    x = jax.random.normal(jax.random.key(1), (8, 6, 6, 3))
+    prepared = prepare_fx(ResidualNet(), _qconfig_mapping(), (x,))
+    pt2e.generate_numeric_debug_handle(prepared)
+    prepared(x)
+    converted = convert_fx(prepared)
+    handles = {n.name: pt2e.numeric_debug_handle(n) for n in prepared.graph.nodes}
+    fused = [n for n in converted.graph.nodes if "fused_relu" in n.meta]
+    assert len(fused) == 1
+    comparison = pt2e.compare_results(_run(prepared, x), _run(converted, x))
+    assert handles["relu"] in comparison and handles["add"] not in comparison
+    assert comparison[handles["relu"]].actual_node_name == "add"
+    for summary in comparison.values():
+        assert all(float(r.sqnr) > 15.0 for r in summary.results), summary

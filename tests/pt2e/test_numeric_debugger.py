@@ -298,3 +298,14 @@ def test_unhashable_static_attribute_falls_back_to_eager():
     results = pt2e.extract_results_from_loggers(logged)
     assert [name for name, _, _ in results.values()] == ["fc", "relu"]
     np.testing.assert_array_equal(results[2][2][0], gm(x))
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_logging_other_input_shapes(setup, jit):
+    """A captured graph runs on other input shapes; the loggers follow."""
+    logged = pt2e.prepare_for_propagation_comparison(setup["gm"], jit=jit)
+    bigger = jnp.ones((3, 8, 8, 3))
+    np.testing.assert_allclose(logged(bigger), setup["gm"](bigger), rtol=1e-6)
+    logged(setup["x"])
+    conv_stats = next(iter(pt2e.extract_results_from_loggers(logged).values()))[2]
+    assert [s.shape for s in conv_stats] == [(3, 6, 6, 4), (2, 4, 4, 4)]

@@ -636,3 +636,31 @@ def test_other_batch_sizes_after_prepare(rng):
     full = np.asarray(run(quantized, jnp.asarray(data)))
     single = np.asarray(run(quantized, jnp.asarray(data[5:6])))
     np.testing.assert_array_equal(single, full[5:6])
+
+
+def test_prepare_custom_config(rng):
+    from jaxq.custom_config import PrepareCustomConfig
+    from tests.fx._models import Net, vector
+    x = vector()
+    mapping = QConfigMapping().set_global(jqconfig.default_qconfig)
+    config = PrepareCustomConfig().set_non_traceable_module_names(["block"])
+    prepared = prepare_fx(Net(), mapping, (x,), prepare_custom_config=config)
+    (block,) = prepared.graph.find(path="block")
+    assert block.op == "call_module" and "qconfig" not in block.meta  # no pattern: float
+    prepared(x)
+    quantized = convert_fx(prepared)
+    assert type(quantized.root.block.fc) is nnx.Linear
+    assert isinstance(quantized.root.head, nnq.Linear)
+    np.testing.assert_allclose(np.asarray(quantized(x)), np.asarray(Net()(x)), atol=0.1)
+    with pytest.raises(NotImplementedError, match="standalone_module_names"):
+        prepare_fx(Net(), mapping, (x,), prepare_custom_config=PrepareCustomConfig()
+                   .set_standalone_module_name("block", None, (x,), None, None))
+
+
+def test_fuse_fx_accepts_a_captured_graph_module(rng):
+    from jaxq.fx import capture
+    _, model = twin_cnn(rng)
+    x = jnp.asarray(batches(rng, (1, 8, 8, 3), n=1)[0])
+    fused = fuse_fx(capture(model, (x,)))
+    assert type(fused.root.conv1).__name__ == "ConvReLU2d"
+    assert fused.graph.meta["stage"] == "fused"

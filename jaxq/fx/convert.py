@@ -262,6 +262,64 @@ def _swap_dynamic(node: Node, root: nnx.Module, is_reference: bool) -> None:
         node.target = type(swapped)
 
 
+def _abstract_qtensor(aval: Any, dtype: Any) -> Any:
+    import jax
+
+    from jaxq.core.qscheme import QScheme
+    from jaxq.core.qtensor import QTensor
+    return QTensor.tree_unflatten(
+        (dtype, QScheme.per_tensor_affine, None, None),
+        (jax.ShapeDtypeStruct(aval.shape, dtype.storage_dtype),
+         jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct((), jnp.int32)))
+
+
+def _accepts(module: Any, node: Node, aval: Any, dtype: Any) -> bool:
+    import jax
+    graphdef, state = nnx.split(module)
+    record = node.meta.get("call")
+    try:
+        def run(st, q):
+            m = nnx.merge(graphdef, st)
+            if record is None:
+                return m(q)
+            leaves = list(record.static_leaves)
+            leaves[record.dynamic_positions[0]] = q
+            args, kwargs = jax.tree.unflatten(record.arg_tree, leaves)
+            return m(*args, **kwargs)
+        jax.eval_shape(run, state, _abstract_qtensor(aval, dtype))
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _checked_for_input(swapped: Any, module: Any, observer: Any, node: Node, aval: Any,
+                       dtype: Any) -> Any:
+    """``swapped`` if it runs on the node's input shape; else the same family's class for
+    that rank (BatchNorm2d -> BatchNorm3d for 5-d inputs); else None (the node then runs
+    in floating point, as torch leaves e.g. a BatchNorm1d float)."""
+    if aval is None or len(node.input_ids) != 1 or _accepts(swapped, node, aval, dtype):
+        return swapped
+    import importlib
+    import re
+    name = type(swapped).__name__
+    match = re.fullmatch(r"(.*?)([123])d", name)
+    if match is None:
+        return None
+    family = importlib.import_module(type(swapped).__module__)
+    alternative = getattr(family, f"{match.group(1)}{len(aval.shape) - 2}d", None)
+    if alternative is None:
+        return None
+    work = nnx.clone(module)
+    if getattr(work, "qconfig", None) is None:
+        work.qconfig = node.meta.get("qconfig")
+    work.activation_post_process = observer
+    try:
+        candidate = alternative.from_float(work)
+    except (TypeError, ValueError):
+        return None
+    return candidate if _accepts(candidate, node, aval, dtype) else None
+
+
 def _observer_dtype_ok(observer: Any) -> bool:
     try:
         dtype = qd.as_quant_dtype(getattr(observer, "dtype", None))
@@ -296,6 +354,12 @@ def _lower_pattern(node: Node, pattern_nodes: tuple, root: nnx.Module, by_id: di
             qdtype[(node.id, 0)] = out_dtype
             return True
         swapped = _swap(module, observer, mapping, node.meta.get("qconfig"))
+        if swapped is None:
+            return False
+        input_ref = tensor_args[0]
+        input_aval = by_id[input_ref.node_id].meta.get("avals", (None,))[input_ref.index]
+        swapped = _checked_for_input(swapped, module, observer, node, input_aval,
+                                     qdtype[(input_ref.node_id, input_ref.index)])
         if swapped is None:
             return False
         swapped_paths.add(node.module_path)

@@ -167,7 +167,12 @@ def prepare_qat(model: nnx.Module, mapping: dict | None = None, inplace: bool = 
             raise ValueError("None of the submodule got qconfig applied. Assign `.qconfig` "
                              "(e.g. model.qconfig = "
                              "jaxq.qconfig.get_default_qat_qconfig('x86')) before prepare_qat")
-        _convert(work, mapping, is_reference=False, convert_custom_config_dict=None,
+        # torch passes the default custom config here, whose observed -> quantized entries
+        # then try to quantize still-unobserved custom modules (quantizable LSTM / MHA) and
+        # fail. This pass only swaps float modules for QAT ones; custom modules are
+        # prepared by `_prepare` below, as in `prepare`.
+        _convert(work, mapping, is_reference=False,
+                 convert_custom_config_dict={"observed_to_quantized_custom_module_class": {}},
                  use_precomputed_fake_quant=False)
         _prepare(work, None, mapping_classes(mapping.values()), None)
 

@@ -280,3 +280,61 @@ def test_observed_calibration_under_jit_and_float_grad(rng):
                                t_lstm.weight_ih_l0.grad.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(cell_grads.hgates.bias.get_value(),
                                t_lstm.bias_hh_l0.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_prepare_qat_with_lstm_trains_and_converts(rng):
+    """prepare_qat keeps the quantizable LSTM for `_prepare` (torch's own swap pass would
+    try to quantize it unobserved and fail): fake-quant observers inside, gradients reach
+    the gate weights, and convert gives the quantized LSTM, close to the fake-quant
+    forward. (With torch's x86 QAT qconfig the two differ by design: its reduce_range
+    fake-quant clamps at 127 while the converted ops use the whole quint8 range, and its
+    fused weight fake-quant rounds scales like ATen's fused kernel, not like the observer
+    that convert asks; a plain FakeQuantize qconfig shows the arithmetic agrees.)"""
+    import optax
+
+    from jaxq.fake_quantize import FakeQuantize
+    from jaxq.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+    qconfig = jaxq.qconfig.QConfig(
+        activation=FakeQuantize.with_args(observer=MinMaxObserver, quant_min=0,
+                                          quant_max=255),
+        weight=FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=-128,
+                                      quant_max=127, dtype=jaxq.qint8,
+                                      qscheme=jaxq.per_channel_symmetric))
+    _, j_lstm = _pair(3, 4)
+    model = JaxqModel(j_lstm)
+    model.qconfig = qconfig
+    model.train()
+    prepared = jaxq.eager.prepare_qat(model)
+    assert type(prepared.lstm) is nnqa.LSTM and prepared.lstm is not j_lstm
+    fake_quants = [name for name, m in named_modules(prepared.lstm)
+                   if isinstance(m, FakeQuantize)]
+    assert "layers.0.layer_fw.cell.ogate_cy.activation_post_process" in fake_quants
+    assert "layers.0.layer_fw.cell.igates.weight_fake_quant" in fake_quants
+
+    x = jnp.asarray(_input(rng, 4, 3, 3))
+    cell = prepared.lstm.layers[0].layer_fw.cell
+    before = np.asarray(cell.igates.kernel[...]).copy()
+    optimizer = nnx.Optimizer(prepared, optax.sgd(0.1), wrt=nnx.Param)
+
+    def loss(m):
+        y, h, c = m(x)
+        return jnp.mean(y ** 2) + jnp.mean(h ** 2) + jnp.mean(c ** 2)
+
+    grads = nnx.grad(loss)(prepared)
+    assert np.abs(np.asarray(grads.lstm.layers[0].layer_fw.cell.igates.kernel[...])).sum() > 0
+    optimizer.update(prepared, grads)
+    assert not np.array_equal(np.asarray(cell.igates.kernel[...]), before)
+
+    prepared.eval()
+    prepared(x)  # calibrate the observers on the trained weights
+    for _, m in named_modules(prepared):
+        if isinstance(m, FakeQuantize):
+            m.disable_observer()
+    fake_quant_out = prepared(x)
+    quantized = jaxq.eager.convert(prepared)
+    assert type(quantized.lstm) is nnq.LSTM
+    y_quant = quantized(x)
+    y_scale = float(quantized.lstm.layers[0].layer_fw.cell.ogate_cy.scale)
+    np.testing.assert_allclose(np.asarray(y_quant[0].dequantize()),
+                               np.asarray(fake_quant_out[0]), atol=3 * y_scale)

@@ -92,6 +92,9 @@ from jaxq.quantization_mappings import (
     get_quantized_operator, get_static_quant_module_class, no_observer_set,
 )
 
+# Graph mode (captured NNX graphs) and the PT2E tools (numeric debugger, x86 lowering).
+from jaxq import fx, pt2e, quantize_fx
+
 # PyTorch interop.
 from jaxq import interop
 from jaxq.interop import (

@@ -198,9 +198,10 @@ def _prepare(model: Any, qconfig_mapping: Any, example_inputs: Any, prepare_cust
     from jaxq.fx.fuse import fuse_graph_module
     from jaxq.fx.prepare import prepare_graph_module
     _check_model(model)
-    if isinstance(model, GraphModule):
-        raise TypeError("model is already a jaxq.fx.GraphModule; prepare_fx takes the float "
-                        "nnx.Module")
+    if isinstance(model, GraphModule) and model.graph.meta.get("stage") != "captured":
+        raise TypeError("model is a jaxq.fx.GraphModule that was already fused / prepared / "
+                        "converted; prepare_fx takes the float nnx.Module or a captured "
+                        "GraphModule (jaxq.fx.capture, jaxq.fx.linen.capture_linen)")
     qconfig_mapping = _check_qconfig_mapping(qconfig_mapping)
     example_inputs = _check_example_inputs(example_inputs)
     if equalization_config is not None:
@@ -208,8 +209,11 @@ def _prepare(model: Any, qconfig_mapping: Any, example_inputs: Any, prepare_cust
                                   "mode; pass None")
     prepare_custom_config = _prepare_custom_config(prepare_custom_config)
     backend_config = _check_backend_config(backend_config)
-    gm = _capture(model, example_inputs, backend_config, qconfig_mapping,
-                  prepare_custom_config)
+    if isinstance(model, GraphModule):
+        gm = model
+    else:
+        gm = _capture(model, example_inputs, backend_config, qconfig_mapping,
+                      prepare_custom_config)
     fused = fuse_graph_module(gm, backend_config, is_qat=is_qat)
     observed = prepare_graph_module(fused, qconfig_mapping, backend_config, is_qat)
     observed.graph.meta.update(stage="prepared", is_qat=is_qat, backend_config=backend_config,
@@ -224,7 +228,8 @@ def prepare_fx(model: nnx.Module, qconfig_mapping: Any, example_inputs: tuple,
 
     Args:
       model: the float ``nnx.Module`` (unchanged). BatchNorms in eval mode if the backend
-        folds them (``model.eval()``).
+        folds them (``model.eval()``). Or an already captured GraphModule
+        (:func:`jaxq.fx.capture`; :func:`jaxq.fx.linen.capture_linen` for a linen model).
       qconfig_mapping: a :class:`~jaxq.qconfig_mapping.QConfigMapping` (or its dict form).
       example_inputs: tuple of positional inputs used to capture the graph.
       prepare_custom_config: ``PrepareCustomConfig`` / dict / None; supports

@@ -106,7 +106,7 @@ def _named_functions() -> dict[str, Any]:
 _PRIMITIVE_FUNCTIONS = {"add": operator.add, "mul": operator.mul, "sub": operator.sub}
 _PRIMITIVE_METHODS = {"reshape": "reshape", "squeeze": "squeeze", "transpose": "transpose",
                       "expand_dims": "expand_dims"}
-_NAMESPACES = ("jax.nn", "jax.numpy", "jax.lax", "jax.image", "flax.nnx")
+_NAMESPACES = ("jax.nn", "jax.numpy", "jax.lax", "jax.image", "flax.nnx", "flax.linen")
 _SCOPE_PREFIX = "jaxqfxscope"
 
 
@@ -486,7 +486,8 @@ def _graph_from_jaxpr(closed: Any, num_state: int, state_paths: list, num_inputs
                                 args=args, module_path=scope_path, scope_type=scope_type,
                                 num_outputs=len(eqn.outvars), call_index=index,
                                 meta={"avals": avals, "primitive": prim,
-                                      "params": dict(eqn.params), "ctx": eqn.ctx.manager})
+                                      "params": dict(eqn.params), "ctx": eqn.ctx.manager,
+                                      "effects": bool(eqn.effects)})
             for i, var in enumerate(eqn.outvars):
                 env[var] = Ref(node.id, i)
 
@@ -509,7 +510,24 @@ def _graph_from_jaxpr(closed: Any, num_state: int, state_paths: list, num_inputs
     outputs = tuple(read(v) for v in jaxpr.outvars)
     new_node(op="output", target="output", name="output", args=outputs,
              num_outputs=0, meta={})
-    return Graph(nodes, in_tree, out_tree)
+    return Graph(_live(nodes), in_tree, out_tree)
+
+
+def _live(nodes: list[Node]) -> list[Node]:
+    """Drops dead code: primitive nodes whose outputs reach neither the output nor a module
+    call (e.g. parameter initializers traced along with a model). Module calls, nodes with
+    effects and placeholders always stay."""
+    by_id = {n.id: n for n in nodes}
+    live: set[int] = set()
+    stack = [n.id for n in nodes
+             if n.op in ("output", "call_module", "placeholder") or n.meta.get("effects")]
+    while stack:
+        node_id = stack.pop()
+        if node_id in live:
+            continue
+        live.add(node_id)
+        stack.extend(a.node_id for a in by_id[node_id].args if isinstance(a, Ref))
+    return [n for n in nodes if n.id in live]
 
 
 def _contains_call(eqn: Any) -> bool:

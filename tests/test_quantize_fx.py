@@ -664,3 +664,25 @@ def test_fuse_fx_accepts_a_captured_graph_module(rng):
     fused = fuse_fx(capture(model, (x,)))
     assert type(fused.root.conv1).__name__ == "ConvReLU2d"
     assert fused.graph.meta["stage"] == "fused"
+
+
+def test_convert_time_qconfig_mapping_vs_torch(rng):
+    """A convert-time mapping may turn prepared ops back to float; an observer between
+    two such ops (or the model input / output) disappears, as in torch."""
+    tmodel, model = twin_mlp()
+    data = batches(rng, (8, 16), n=1)
+    tprepared, prepared = run_twins(
+        tmodel, model, tq.QConfigMapping().set_global(tq.default_qconfig),
+        QConfigMapping().set_global(jqconfig.default_qconfig), data)
+    t_map = tq.QConfigMapping().set_global(tq.default_qconfig).set_module_name(
+        "fc1", None).set_module_name("fc2", None)
+    j_map = QConfigMapping().set_global(jqconfig.default_qconfig).set_module_name(
+        "fc1", None).set_module_name("fc2", None)
+    tquantized = tfx.convert_fx(tprepared, qconfig_mapping=t_map)
+    quantized = convert_fx(prepared, qconfig_mapping=j_map)
+    t_quantize = [n for n in tquantized.graph.nodes if n.target is torch.quantize_per_tensor]
+    j_quantize = [n for n in quantized.graph.nodes if n.meta.get("quantize")]
+    assert len(t_quantize) == len(j_quantize) == 0
+    expected = tquantized(to_torch(data[0])).detach().numpy()
+    np.testing.assert_allclose(np.asarray(quantized(jnp.asarray(data[0]))), expected,
+                               rtol=1e-5, atol=1e-5)

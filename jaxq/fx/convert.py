@@ -141,9 +141,25 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
     module_type_of = module_type_getter(root)
     if qconfig_mapping is not None:
         for node in graph.nodes:
-            if node.meta.get("qconfig") is not None and not node.meta.get("observer") \
-                    and node_qconfig(qconfig_mapping, node, module_type_of(node)) is None:
-                _drop_quantization(node, by_id)
+            if node.op == "get_attr":
+                node.meta["node_qconfig"] = _get_attr_qconfig(qconfig_mapping, root, node)
+            elif node.op in ("call_module", "call_function", "call_method") \
+                    and not node.meta.get("observer"):
+                resolved = node_qconfig(qconfig_mapping, node, module_type_of(node))
+                node.meta["node_qconfig"] = resolved
+                if resolved is None and node.meta.get("qconfig") is not None:
+                    _drop_quantization(node, by_id)
+    users: dict[int, list[Node]] = {}
+    for node in graph.nodes:
+        for arg in node.args:
+            if isinstance(arg, Ref):
+                users.setdefault(arg.node_id, []).append(node)
+
+    def none_qconfig(node: Node) -> bool:
+        # torch's node_name_to_qconfig has None for placeholders and the output.
+        if node.op in ("placeholder", "output"):
+            return True
+        return "node_qconfig" in node.meta and node.meta["node_qconfig"] is None
 
     next_id = graph.next_id()
     qdtype: dict[tuple[int, int], Any] = {}   # quantized values -> their dtype
@@ -197,6 +213,10 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
             dtype = qd.as_quant_dtype(observer.dtype) \
                 if _observer_dtype_ok(observer) else None
             have = qdtype.get((value.node_id, value.index))
+            if all(none_qconfig(n) for n in [by_id[value.node_id], *users.get(node.id, [])]):
+                # torch: an observer whose producer and consumers all have a None qconfig
+                # is removed rather than turned into quantize / dequantize.
+                dtype = None
             if dtype is None:
                 redirect[(node.id, 0)] = as_float(value) if have is not None else value
                 continue
@@ -243,6 +263,15 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
     converted_graph.meta["stage"] = "converted"
     converted_graph.meta["is_reference"] = is_reference
     return GraphModule(root, converted_graph)
+
+
+def _get_attr_qconfig(qconfig_mapping: Any, root: nnx.Module, node: Node) -> Any:
+    """torch: a get_attr node takes the qconfig of the module owning the attribute."""
+    try:
+        owner = get_submodule(root, node.module_path)
+    except ValueError:
+        owner = root
+    return qconfig_mapping.qconfig_for_module(node.module_path, type(owner))
 
 
 def _swap_dynamic(node: Node, root: nnx.Module, is_reference: bool) -> None:

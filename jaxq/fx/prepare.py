@@ -176,6 +176,10 @@ def prepare_graph_module(gm: GraphModule, qconfig_mapping: Any, backend_config: 
             if node.meta.get("fused_types"):
                 check_fused_qconfigs(qconfig_mapping, node.meta["fused_types"])
             qconfigs[node.id] = node_qconfig(qconfig_mapping, node, module_type_of(node))
+            node.meta["node_qconfig"] = qconfigs[node.id]
+        elif node.op == "get_attr":
+            from jaxq.fx.convert import _get_attr_qconfig
+            node.meta["node_qconfig"] = _get_attr_qconfig(qconfig_mapping, root, node)
     if is_qat:
         _swap_to_qat(root, graph, qconfigs, backend_config)
     matches = find_matches(graph, quantization_patterns(backend_config), module_type_of)

@@ -105,9 +105,11 @@ class FlaxResidual(nnx.Module):
     def __init__(self):
         pad = ((1, 1), (1, 1))
         self.conv1 = nnx.Conv(3, 8, (3, 3), padding=pad, rngs=nnx.Rngs(0))
-        self.bn1 = nnx.BatchNorm(8, use_running_average=True, epsilon=1e-5, rngs=nnx.Rngs(0))
+        self.bn1 = nnx.BatchNorm(8, use_running_average=True, momentum=0.9, epsilon=1e-5,
+                                 rngs=nnx.Rngs(0))
         self.conv2 = nnx.Conv(8, 8, (3, 3), padding=pad, rngs=nnx.Rngs(1))
-        self.bn2 = nnx.BatchNorm(8, use_running_average=True, epsilon=1e-5, rngs=nnx.Rngs(0))
+        self.bn2 = nnx.BatchNorm(8, use_running_average=True, momentum=0.9, epsilon=1e-5,
+                                 rngs=nnx.Rngs(0))
 
     def __call__(self, x):
         y = jax.nn.relu(self.bn1(self.conv1(x)))
@@ -505,20 +507,28 @@ def test_qat_step_with_optax(rng):
     assert np.abs(got - reference).max() <= 2 * scale
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", pytest.param("residual", marks=pytest.mark.slow)])
 def test_qat_vs_torch(rng, kind):
     """prepare_qat_fx in training mode: fake-quantized outputs (BatchNorm folded into the
-    fake-quantized conv weight, batch statistics) and fake-quant qparams match torch."""
+    fake-quantized conv weight, batch statistics, running-statistics updates) and
+    fake-quant qparams match torch; the residual model uses the default x86 QAT mapping
+    (fused moving-average fake-quant, per-channel weights)."""
     torch.backends.quantized.engine = "x86"
-    tmodel, model = twin_cnn(rng) if kind == "cnn" else twin_mlp()
+    twins = {"mlp": lambda: twin_mlp(), "cnn": lambda: twin_cnn(rng),
+             "residual": lambda: twin_residual(rng)}
+    tmodel, model = twins[kind]()
     tmodel.train()
     model.train()
-    shape = (4, 8, 8, 3) if kind == "cnn" else (8, 16)
+    shape = (8, 16) if kind == "mlp" else (4, 8, 8, 3)
     x = batches(rng, shape, n=1)[0]
-    tprepared = tfx.prepare_qat_fx(tmodel, tq.QConfigMapping().set_global(
-        tq.default_qat_qconfig), (to_torch(x),))
-    prepared = prepare_qat_fx(model, QConfigMapping().set_global(
-        jqconfig.default_qat_qconfig), (jnp.asarray(x),))
+    if kind == "residual":
+        t_map = tq.get_default_qat_qconfig_mapping("x86")
+        j_map = get_default_qat_qconfig_mapping("x86")
+    else:
+        t_map = tq.QConfigMapping().set_global(tq.default_qat_qconfig)
+        j_map = QConfigMapping().set_global(jqconfig.default_qat_qconfig)
+    tprepared = tfx.prepare_qat_fx(tmodel, t_map, (to_torch(x),))
+    prepared = prepare_qat_fx(model, j_map, (jnp.asarray(x),))
     for _ in range(2):
         expected = from_torch(tprepared(to_torch(x)))
         got = np.asarray(prepared(jnp.asarray(x)))

@@ -507,7 +507,8 @@ def test_qat_step_with_optax(rng):
     assert np.abs(got - reference).max() <= 2 * scale
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn", pytest.param("residual", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", ["mlp", "cnn",
+                                  pytest.param("residual", marks=pytest.mark.slow)])
 def test_qat_vs_torch(rng, kind):
     """prepare_qat_fx in training mode: fake-quantized outputs (BatchNorm folded into the
     fake-quantized conv weight, batch statistics, running-statistics updates) and

@@ -224,8 +224,9 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
                 redirect[(node.id, 0)] = value
                 continue
             fn, qparams = quantize_node_function(observer)
-            converted = node.replace(op="call_function", target=_quantize, name=f"quantize_{node.id}",
-                                     args=(as_float(value),), module_path="")
+            converted = node.replace(op="call_function", target=_quantize,
+                                     name=f"quantize_{node.id}", args=(as_float(value),),
+                                     module_path="")
             converted.meta = {"function": fn, "quantize": True, "qparams": qparams,
                               "avals": node.meta.get("avals"), "observer_type": node.target}
             nodes.append(converted)

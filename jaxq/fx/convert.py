@@ -167,6 +167,7 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
     dequantized: dict[tuple[int, int], Ref] = {}
     removed_observer_paths: set[str] = set()
     swapped_paths: set[str] = set()
+    float_paths: set[str] = set()
     nodes: list[Node] = []
 
     def resolve(arg: Any) -> Any:
@@ -239,7 +240,8 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
             nodes.append(node)
             continue
         pattern_nodes = node.meta.get("pattern_nodes")
-        if pattern_nodes and node.id == pattern_nodes[0] and not is_reference:
+        if pattern_nodes and node.id == pattern_nodes[0] and not is_reference \
+                and not (node.op == "call_module" and node.module_path in float_paths):
             done = _lower_pattern(node, pattern_nodes, root, by_id, mapping, qdtype,
                                   observer_after, redirect, swapped_paths)
             if done:
@@ -254,6 +256,9 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
                 if swapped is not None:
                     set_submodule(root, node.module_path, swapped)
                     node.target = type(swapped)
+        if node.op == "call_module":
+            # A module also called on this float path must stay float for later calls.
+            float_paths.add(node.module_path)
         node.args = tuple(as_float(a) for a in node.args)
         nodes.append(node)
     for path in removed_observer_paths:

@@ -15,8 +15,13 @@ is the (transformed) module tree; its ``graph`` the nodes.
 Deviations from torch:
 
 * the graph is captured from ``example_inputs`` (torch's FX traces symbolically); so
-  ``fuse_fx`` takes ``example_inputs`` too (or an already captured GraphModule), and a
-  captured model only runs on inputs with the captured pytree structure;
+  ``fuse_fx`` takes ``example_inputs`` too (or an already captured GraphModule). A
+  GraphModule runs on inputs with the captured pytree structure; other shapes (another
+  batch size) re-trace the float model abstractly once per shape and reuse the same
+  nodes (:meth:`jaxq.fx.Graph.specialize`), unless the model's graph itself depends on
+  the shapes (then ``ValueError``);
+* linen models: capture them with :func:`jaxq.fx.linen.capture_linen` (``module.apply``
+  with NNX equivalents of the leaf layers) and pass the GraphModule as ``model``;
 * activations are quantized per tensor (static), or dynamically for single weighted
   modules (``default_dynamic_qconfig`` / ``float16_dynamic_qconfig``: Linear and
   Linear+ReLU become ``jaxq.nn.quantized.dynamic`` modules); static float16 qconfigs

@@ -12,6 +12,7 @@ from torchao.quantization.utils import get_block_size as tao_get_block_size
 
 import jaxq
 from jaxq.core import affine
+from tests._tracing import counting_jit
 
 SHAPE = (4, 6, 8)
 GRANULARITIES = {
@@ -308,18 +309,18 @@ def test_nan_and_inf(rng):
 
 def test_second_jitted_call_does_not_recompile(rng):
     block = (1, 4)
-    quantize = jax.jit(lambda v, s, z: affine.quantize_affine(v, block, s, z, jaxq.int8))
-    fake = jax.jit(lambda v, s, z: affine.fake_quantize_affine(v, block, s, z, jaxq.int8))
-    choose = jax.jit(lambda v: affine.choose_qparams_affine(
+    quantize = counting_jit(lambda v, s, z: affine.quantize_affine(v, block, s, z, jaxq.int8))
+    fake = counting_jit(lambda v, s, z: affine.fake_quantize_affine(v, block, s, z, jaxq.int8))
+    choose = counting_jit(lambda v: affine.choose_qparams_affine(
         v, jaxq.MappingType.ASYMMETRIC, block, jaxq.int8))
     for _ in range(3):
         x = make_input(rng, (3, 8), jnp.float32)
         scale, zero_point = choose(x)
         quantize(x, scale, zero_point)
         fake(x, scale, zero_point)
-    assert choose._cache_size() == 1
-    assert quantize._cache_size() == 1
-    assert fake._cache_size() == 1
+    assert choose.traces == 1
+    assert quantize.traces == 1
+    assert fake.traces == 1
 
 
 @pytest.mark.parametrize("call, error, argument", [

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from jaxq.core import fake_quantize_ops as F
+from tests._tracing import counting_jit
 
 # (quant_min, quant_max): quint8, qint8, reduce_range quint8/qint8, a custom 4-bit
 # range, one that excludes 0, and qint32.
@@ -373,9 +374,9 @@ def test_learnable_per_channel_ranges(rng):
 def test_jit_matches_eager_and_does_not_recompile(rng):
     x = make_input(rng, (4, 6), 0.05, -128, 127)
     scale, zero_point = _channel_params(rng, 6, -128, 127, True)
-    per_tensor = jax.jit(F.fake_quantize_per_tensor_affine, static_argnums=(3, 4))
-    per_channel = jax.jit(F.fake_quantize_per_channel_affine, static_argnums=(3, 4, 5))
-    learnable = jax.jit(jax.grad(lambda s, z, v: F.fake_quantize_learnable_per_tensor_affine(
+    per_tensor = counting_jit(F.fake_quantize_per_tensor_affine, static_argnums=(3, 4))
+    per_channel = counting_jit(F.fake_quantize_per_channel_affine, static_argnums=(3, 4, 5))
+    learnable = counting_jit(jax.grad(lambda s, z, v: F.fake_quantize_learnable_per_tensor_affine(
         v, s, z, -128, 127).sum(), argnums=(0, 1)))
     for step in range(2):
         x_step = x + step
@@ -386,9 +387,9 @@ def test_jit_matches_eager_and_does_not_recompile(rng):
             per_channel(x_step, scale, zero_point, 1, -128, 127),
             F.fake_quantize_per_channel_affine(x_step, scale, zero_point, 1, -128, 127))
         learnable(jnp.array([0.05 + step]), jnp.array([1.0]), x_step)
-    assert per_tensor._cache_size() == 1
-    assert per_channel._cache_size() == 1
-    assert learnable._cache_size() == 1
+    assert per_tensor.traces == 1
+    assert per_channel.traces == 1
+    assert learnable.traces == 1
 
 
 def test_vmap_over_qparams(rng):

@@ -25,6 +25,7 @@ from jaxq.observer.histogram import (
     HistogramObserver,
     default_histogram_observer,
 )
+from tests._tracing import counting_jit
 from tests.observer._torch_ref import (
     assert_qparams_equal,
     to_torch,
@@ -186,7 +187,7 @@ def test_nan_raises_eagerly_and_propagates_under_jit(rng):
 
 def test_jit_does_not_recompile_and_matches_eager(rng):
     core = HistogramCore.create(dtype=jaxq.qint8, qscheme=jaxq.per_tensor_symmetric)
-    update = jax.jit(core.update)
+    update = counting_jit(core.update)
     qparams = jax.jit(core.calculate_qparams)
     theirs = _torch_observer(dtype=jaxq.qint8, qscheme=jaxq.per_tensor_symmetric)
     state = core.init()
@@ -195,7 +196,7 @@ def test_jit_does_not_recompile_and_matches_eager(rng):
         state = update(state, batch)
         theirs(to_torch(batch))
         _assert_state_equal(state, theirs)
-    assert update._cache_size() == 1
+    assert update.traces == 1
     assert_qparams_equal(qparams(state), theirs.calculate_qparams())
     qparams(state)
     # Counted as traces: the C++ fast-path cache of this bound method was seen empty once

@@ -16,6 +16,7 @@ from jaxq.nn.quantized._utils import QuantizedState
 from jaxq.nn.quantized.embedding import (
     Embedding, EmbeddingBag, packed_scale_bias, quantized_embedding, quantized_embedding_bag)
 from torch.ao.nn import quantized as tnnq
+from tests._tracing import counting_jit
 
 warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
@@ -340,8 +341,8 @@ def test_jit_no_recompile_vmap(rng):
     for name in DTYPES:
         tweight, jweight = _tables(rng, 16, 8, name)
         temb, tbag = _torch_modules(tweight)
-        bag_fn = jax.jit(lambda w, i, o, p: quantized_embedding_bag(w, i, o, p))
-        emb_fn = jax.jit(lambda w, i: quantized_embedding(w, i))
+        bag_fn = counting_jit(lambda w, i, o, p: quantized_embedding_bag(w, i, o, p))
+        emb_fn = counting_jit(lambda w, i: quantized_embedding(w, i))
         for _ in range(2):
             indices, offsets = _bag_case(rng, 16, 9, 4)
             weights = rng.random(9).astype(np.float32)
@@ -352,7 +353,7 @@ def test_jit_no_recompile_vmap(rng):
                 tbag(_t(indices), _t(offsets), per_sample_weights=torch.tensor(weights)))
             np.testing.assert_array_equal(np.asarray(emb_fn(jweight, jnp.asarray(indices))),
                                           temb(_t(indices)).numpy())
-        assert bag_fn._cache_size() == 1 and emb_fn._cache_size() == 1
+        assert bag_fn.traces == 1 and emb_fn.traces == 1
         batch = rng.integers(0, 16, size=(3, 2, 4))
         mapped = jax.vmap(lambda i: quantized_embedding_bag(jweight, i))(jnp.asarray(batch))
         for b in range(3):
@@ -445,7 +446,7 @@ def test_random_stress_vs_torch(rng):
     per-sample weights; one compiled function per dtype for all rounds."""
     for name in DTYPES:
         tdtype, jdtype = DTYPES[name]
-        bag_fn = jax.jit(lambda w, i, o, p: quantized_embedding_bag(w, i, o, p))
+        bag_fn = counting_jit(lambda w, i, o, p: quantized_embedding_bag(w, i, o, p))
         for round_ in range(3):
             table = (rng.normal(size=(32, 12)) * 10.0 ** rng.uniform(-3, 3, (32, 1)))
             table[3] = 0.0
@@ -469,7 +470,7 @@ def test_random_stress_vs_torch(rng):
             expected = tbag(_t(indices), _t(offsets), per_sample_weights=torch.tensor(weights))
             np.testing.assert_array_equal(np.asarray(out), expected.numpy(),
                                           err_msg=f"{name} round {round_}")
-        assert bag_fn._cache_size() == 1
+        assert bag_fn.traces == 1
 
 
 def test_eager_quantize_dynamic_vs_torch(rng):

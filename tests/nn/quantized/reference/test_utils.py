@@ -13,6 +13,7 @@ from torch.ao.nn.quantized.reference.modules import utils as tutils
 from jaxq.core.qtensor import QTensor
 from jaxq.nn.quantized.reference import utils
 from tests.nn.quantized.reference._helpers import cases, random_weight_qparams
+from tests._tracing import counting_jit
 
 SHAPES = [((6, 5), 0), ((4, 3, 2, 2), 1)]
 
@@ -40,7 +41,7 @@ def test_quantize_and_dequantize_weight_bit_exact(rng, qscheme, dtype, shape, ax
     expected = tutils._quantize_and_dequantize_weight(torch.from_numpy(weight),
                                                       *_torch_args(qparams))
     qscheme_, dtype_, scale, zero_point, axis_ = _jax_args(qparams)
-    qdq = jax.jit(lambda w, s, z: utils.quantize_and_dequantize_weight(
+    qdq = counting_jit(lambda w, s, z: utils.quantize_and_dequantize_weight(
         w, qscheme_, dtype_, s, z, axis_))
     got = qdq(jnp.asarray(weight), scale, zero_point)
     np.testing.assert_array_equal(np.asarray(got), expected.numpy())
@@ -53,7 +54,7 @@ def test_quantize_and_dequantize_weight_bit_exact(rng, qscheme, dtype, shape, ax
                                   texpected.int_repr().numpy())
     # Same shapes: no retrace.
     qdq(jnp.asarray(_weight(rng, shape)), scale, zero_point)
-    assert qdq._cache_size() == 1
+    assert qdq.traces == 1
 
 
 @pytest.mark.parametrize("qscheme,dtype", [c for c in cases() if c[0] != "float_qparams"])

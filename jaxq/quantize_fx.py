@@ -339,6 +339,13 @@ def convert_to_reference_fx(graph_module: GraphModule, convert_custom_config: An
                             _remove_qconfig: bool = True, qconfig_mapping: Any = None,
                             backend_config: Any = None) -> GraphModule:
     """torch's reference representation: ``quantize -> dequantize -> float op (reference
-    module with quantize-dequantized weights) -> quantize -> dequantize``."""
+    module with quantize-dequantized weights) -> quantize -> dequantize``.
+
+    A fused module (``jaxq.nn.intrinsic.LinearReLU`` / ``ConvReLU{1,2,3}d``, ...) stays
+    a fused container whose first child is the reference module
+    (``nni.LinearReLU(nnqr.Linear, ReLU)``), as torch's; the QAT modules of a
+    ``prepare_qat_fx`` model are left as they are (torch turns them into float, then
+    reference, modules).
+    """
     return _convert(graph_module, convert_custom_config, _remove_qconfig, qconfig_mapping,
                     backend_config, is_reference=True)

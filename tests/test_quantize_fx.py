@@ -323,6 +323,65 @@ def test_convert_to_reference_vs_torch(rng):
     assert np.abs(got - expected).max() <= scale * 1.0001
 
 
+@pytest.mark.parametrize("case", ["linear_relu", "conv_relu"])
+def test_convert_to_reference_fused_vs_torch(rng, case):
+    """A fused module becomes the fused container around the reference module, as
+    torch's convert_weighted_module builds it (nni.LinearReLU(nnqr.Linear, ReLU))."""
+    import torch.ao.nn.intrinsic as tnni
+    import torch.ao.nn.quantized.reference as tnnqr
+
+    import jaxq.nn.intrinsic as nni
+    import jaxq.nn.quantized.reference as nnqr
+    from jaxq.nn import ReLU
+    if case == "linear_relu":
+        tmodel, model = twin_mlp()
+        data, name = batches(rng, (8, 16)), "fc1"
+        t_map = tq.QConfigMapping().set_global(tq.default_qconfig)
+        j_map = QConfigMapping().set_global(jqconfig.default_qconfig)
+        classes = (tnni.LinearReLU, tnnqr.Linear, nni.LinearReLU, nnqr.Linear)
+    else:  # conv + bn + relu, per-channel weights
+        tmodel, model = twin_cnn(rng)
+        data, name = batches(rng, (2, 8, 8, 3)), "conv1"
+        t_map, j_map = tq.get_default_qconfig_mapping("x86"), get_default_qconfig_mapping("x86")
+        classes = (tnni.ConvReLU2d, tnnqr.Conv2d, nni.ConvReLU2d, nnqr.Conv2d)
+    tprepared, prepared = run_twins(tmodel, model, t_map, j_map, data)
+    tref, ref = tfx.convert_to_reference_fx(tprepared), convert_to_reference_fx(prepared)
+    t_fused_cls, t_ref_cls, fused_cls, ref_cls = classes
+    tfused, fused = tref.get_submodule(name), get_submodule(ref.root, name)
+    assert type(tfused) is t_fused_cls and type(tfused[0]) is t_ref_cls
+    assert type(fused) is fused_cls and type(fused[0]) is ref_cls
+    assert type(fused[1]) is ReLU and len(fused) == len(tfused) == 2
+    # The prepared model still holds the float container.
+    assert type(get_submodule(prepared.root, name)[0]) in (nnx.Linear, nnx.Conv)
+    # Reference weights: torch's weight qparams.
+    t_weight, weight = tfused[0], fused[0]
+    assert weight.weight_qscheme.name == str(t_weight.weight_qscheme).split(".")[-1]
+    assert weight.weight_dtype.name == str(t_weight.weight_dtype).split(".")[-1]
+    np.testing.assert_array_equal(np.asarray(weight.weight_zero_point[...]).reshape(-1),
+                                  t_weight.weight_zero_point.numpy().reshape(-1))
+    np.testing.assert_array_equal(np.asarray(weight.weight_scale[...]).reshape(-1),
+                                  t_weight.weight_scale.numpy().reshape(-1))
+    if case == "conv_relu":
+        assert weight.weight_axis_int == t_weight.weight_axis_int == 0
+    # Graph: dequantize -> fused reference container -> quantize, as torch's.
+    node = ref.graph.find(path=name, op="call_module")[0]
+    assert node.target is fused_cls
+    assert ref.graph.node(node.input_ids[0]).meta.get("dequantize")
+    (user,) = ref.graph.users(node)
+    assert user.meta.get("quantize")
+    t_node = next(n for n in tref.graph.nodes if n.op == "call_module" and n.target == name)
+    assert t_node.args[0].target == "dequantize"
+    assert [u.target for u in t_node.users] == [torch.quantize_per_tensor]
+    # Numerics: within one output quantization step of torch's reference model.
+    out_scale = float([n for n in ref.graph.nodes if n.meta.get("quantize")][-1]
+                      .meta["qparams"]["scale"])
+    for x in data[:2]:
+        expected = from_torch(tref(to_torch(x)))
+        got = np.asarray(ref(jnp.asarray(x)))
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= out_scale * 1.0001
+
+
 # --- QConfigMapping precedence ---------------------------------------------------------
 
 def _float_modules(quantized):

@@ -5,7 +5,8 @@ order, tracking statically which values are :class:`jaxq.QTensor` s at run time:
 
 * an observer node on a floating-point value becomes a **quantize** node
   (``jaxq.quantize_per_tensor`` with the observer's ``calculate_qparams()``; it keeps
-  the observer node's id); an observer on a value that is already quantized with the
+  the observer node's id and its ``meta[CUSTOM_META_KEY]``, where ``jaxq.pt2e`` keeps the
+  numeric debug handle); an observer on a value that is already quantized with the
   same dtype is dropped (its users read the producer);
 * a quantized pattern whose first node is a module with a quantized counterpart in
   jaxq's static module mapping (``nnx.Linear`` -> ``jaxq.nn.quantized.Linear``,
@@ -33,7 +34,11 @@ Modules prepared for dynamic quantization (``meta["dynamic"]``) become
 ``is_reference=True`` swaps modules for jaxq's reference quantized modules
 (``jaxq.nn.quantized.reference``: float compute on quantize-dequantized weights) and
 runs every op in floating point between ``dequantize`` / ``quantize`` nodes, which is
-torch's reference representation.
+torch's reference representation. A fused ``jaxq.nn.intrinsic`` container
+(``LinearReLU``, ``ConvReLU2d``, ...) keeps its type and gets the reference module as its
+first child (``nni.LinearReLU(nnqr.Linear, ReLU)``), as torch's
+``convert_weighted_module`` does; ``jaxq.pt2e.lower_pt2e_quantized_to_x86`` lowers it to
+the ``jaxq.nn.intrinsic.quantized`` module.
 """
 
 from __future__ import annotations
@@ -50,7 +55,13 @@ from jaxq.eager._tree import get_submodule, set_submodule
 from jaxq.fx.graph import Graph, GraphModule, Node, Ref
 from jaxq.fx.prepare import OBSERVED_DTYPES
 
-__all__ = ["convert_graph_module", "quantize_node_function", "dequantize_value"]
+__all__ = ["convert_graph_module", "quantize_node_function", "dequantize_value",
+           "CUSTOM_META_KEY"]
+
+CUSTOM_META_KEY = "custom"
+"""``node.meta`` key of user metadata that convert carries from an observer node to the
+quantize node replacing it (torch's ``CUSTOM_KEY``; ``jaxq.pt2e`` keeps its numeric debug
+handle there)."""
 
 
 def dequantize_value(x: Any) -> Any:
@@ -112,7 +123,7 @@ def _swap(module: Any, observer: Any, mapping: dict, qconfig: Any) -> Any:
     from jaxq.eager.conversion import swap_module
     from jaxq.quantization_mappings import resolve_module_class
     if resolve_module_class(mapping.get(type(module)), module) is None:
-        return None
+        return _swap_fused_reference(module, mapping, qconfig)
     work = nnx.clone(module)
     if getattr(work, "qconfig", None) is None:
         work.qconfig = qconfig
@@ -230,6 +241,11 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
                                      module_path="")
             converted.meta = {"function": fn, "quantize": True, "qparams": qparams,
                               "avals": node.meta.get("avals"), "observer_type": node.target}
+            if isinstance(node.meta.get(CUSTOM_META_KEY), dict):
+                # The observer's custom meta (its numeric debug handle) goes to the node
+                # that replaces it, as torch's convert keeps it; a copy, since Node.replace
+                # shares ``meta`` values with the prepared graph.
+                converted.meta[CUSTOM_META_KEY] = dict(node.meta[CUSTOM_META_KEY])
             nodes.append(converted)
             by_id[converted.id] = converted
             qdtype[(node.id, 0)] = dtype
@@ -278,6 +294,39 @@ def _get_attr_qconfig(qconfig_mapping: Any, root: nnx.Module, node: Node) -> Any
     except ValueError:
         owner = root
     return qconfig_mapping.qconfig_for_module(node.module_path, type(owner))
+
+
+def _swap_fused_reference(module: Any, mapping: dict, qconfig: Any) -> Any:
+    """torch's ``convert_weighted_module`` for a fused container in the reference path.
+
+    A ``jaxq.nn.intrinsic`` fused module (``LinearReLU``, ``ConvReLU2d``, ...) whose first
+    child has a reference quantized class in ``mapping`` becomes a copy of the container
+    whose first child is that reference module (``nni.LinearReLU(nnqr.Linear, ReLU)``),
+    with the weight qparams of ``qconfig.weight`` observed on the child's kernel, as
+    eager ``convert(is_reference=True)`` computes them. None otherwise (the module then
+    stays float, as before).
+
+    The reference child is assigned into a copy of the container, as torch assigns
+    ``fused_module[0] = ref_qmodule``: the constructor's type check wants the float child.
+    """
+    from jaxq.eager.conversion import _weight_qparams
+    from jaxq.nn.intrinsic.fused import _FusedModule
+    from jaxq.quantization_mappings import resolve_module_class
+    if not isinstance(module, _FusedModule) or len(module) == 0:
+        return None
+    if getattr(module, "qconfig", None) is not None:
+        qconfig = module.qconfig
+    first = module[0]
+    reference_cls = resolve_module_class(mapping.get(type(first)), first)
+    if qconfig is None or reference_cls is None \
+            or not getattr(reference_cls, "_IS_REFERENCE", False):
+        return None
+    work = nnx.clone(first)
+    work.qconfig = qconfig
+    reference = reference_cls.from_float(work, _weight_qparams(work, reference_cls))
+    fused = nnx.clone(module)
+    fused.layers[0] = reference
+    return fused
 
 
 def _swap_dynamic(node: Node, root: nnx.Module, is_reference: bool) -> None:

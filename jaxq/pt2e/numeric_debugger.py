@@ -65,6 +65,7 @@ import jax
 from flax import nnx
 
 from jaxq.eager._tree import get_submodule
+from jaxq.fx.convert import CUSTOM_META_KEY
 from jaxq.fx.graph import Graph, Node, interpret
 
 __all__ = [
@@ -74,7 +75,7 @@ __all__ = [
 ]
 
 NUMERIC_DEBUG_HANDLE_KEY = "numeric_debug_handle"
-CUSTOM_KEY = "custom"
+CUSTOM_KEY = CUSTOM_META_KEY  # "custom": graph-mode convert carries it to quantize nodes
 
 # Nodes that never get a handle: torch skips placeholders and the output; get_attr nodes
 # only read variables (torch's export graph has them as placeholders).
@@ -441,8 +442,9 @@ def prepare_for_propagation_comparison(model: Any, *, jit: bool = True
             "[NUMERIC_DEBUG_HANDLE_KEY]); call jaxq.pt2e.generate_numeric_debug_handle on "
             "the captured float model before preparing / converting it")
     graph = graph.copy()
-    # convert_fx gives its quantize / dequantize nodes fresh meta: they take the handle of
-    # the node they process here, as torch's convert gives them.
+    # convert_fx copies the observer's handle to the quantize node replacing it, but its
+    # dequantize nodes have fresh meta and an add / mul it fused with a relu still holds
+    # the add's handle: they take the handle of the node they process / the relu's here.
     _inherit_handles(graph)
     logging_model = LoggingGraphModule(nnx.clone(root), graph, jit)
     used_names = set(vars(logging_model))

@@ -10,6 +10,7 @@ import jaxq.nn.quantized as nnq
 from jaxq import qconfig as jqconfig
 from jaxq.core.qtensor import QTensor, quantize_per_tensor
 from jaxq.eager._tree import get_submodule
+from jaxq.fx.convert import CUSTOM_META_KEY
 from jaxq.fx.graph import interpret
 from jaxq.qconfig_mapping import QConfigMapping
 from jaxq.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx
@@ -158,3 +159,23 @@ def test_many_module_kinds():
     expected = np.asarray(model(ids))
     assert np.abs(got - expected).max() < 0.05
     assert np.abs(got - reference).max() < 0.02
+
+
+def test_quantize_nodes_keep_the_observer_custom_meta():
+    x = vector()
+    prepared = _calibrated(Net(), x)
+    observers = [n for n in prepared.graph.nodes if n.meta.get("observer")]
+    for i, node in enumerate(observers):
+        node.meta[CUSTOM_META_KEY] = {"numeric_debug_handle": 100 + i, "tag": node.name}
+    for convert in (convert_fx, convert_to_reference_fx):
+        converted = convert(prepared)
+        quantize_nodes = [n for n in converted.graph.nodes if n.meta.get("quantize")]
+        assert quantize_nodes
+        for node in quantize_nodes:
+            observer = prepared.graph.node(node.id)
+            assert node.meta[CUSTOM_META_KEY] == observer.meta[CUSTOM_META_KEY]
+            # A copy: writing to the converted graph leaves the prepared one alone.
+            assert node.meta[CUSTOM_META_KEY] is not observer.meta[CUSTOM_META_KEY]
+        # Nodes convert inserts (dequantize) have fresh meta.
+        assert all(CUSTOM_META_KEY not in n.meta for n in converted.graph.nodes
+                   if n.meta.get("dequantize"))

@@ -104,3 +104,55 @@ def test_errors(models):
     # An already lowered (convert_fx) model has nothing left to lower.
     again = pt2e.lower_pt2e_quantized_to_x86(models["converted"], (models["x"],))
     np.testing.assert_array_equal(again(models["x"]), models["converted"](models["x"]))
+
+
+def test_fused_reference_containers_lower_like_convert_fx():
+    """conv -> relu and linear -> relu: the reference graph holds fused containers around
+    reference modules; lowering gives the jaxq.nn.intrinsic.quantized modules that
+    convert_fx builds, bit-identical."""
+    from jaxq.nn import intrinsic as nni
+    from jaxq.nn.intrinsic import quantized as nniq
+    from jaxq.nn.quantized import reference as nnqr
+    from tests.pt2e._models import FlaxNet
+    x = jax.random.normal(jax.random.key(1), (4, 6, 6, 3))
+    prepared = prepare_fx(FlaxNet(), get_default_qconfig_mapping("x86"), (x,))
+    prepared(x)
+    reference = convert_to_reference_fx(prepared)
+    assert type(reference.root.conv) is nni.ConvReLU2d
+    assert type(reference.root.conv[0]) is nnqr.Conv2d
+    assert type(reference.root.fc1) is nni.LinearReLU
+    assert type(reference.root.fc1[0]) is nnqr.Linear
+    lowered = pt2e.lower_pt2e_quantized_to_x86(reference, (x,))
+    converted = convert_fx(prepared)
+    expected_types = {"conv": nniq.ConvReLU2d, "fc1": nniq.LinearReLU, "fc2": nnq.Linear}
+    for name, cls in expected_types.items():
+        assert type(getattr(lowered.root, name)) is cls
+        assert type(getattr(converted.root, name)) is cls
+        node = lowered.graph.find(path=name, op="call_module")[0]
+        assert node.target is cls
+    assert lowered.graph.find(path="conv", op="call_module")[0].meta["lowered_from"] \
+        is nni.ConvReLU2d
+    # Same graph as convert_fx: the fused modules take and return QTensors.
+    def kept(gm):
+        return [(n.id, n.op) for n in gm.graph.nodes if not n.meta.get("dequantize")]
+    assert kept(lowered) == kept(converted)
+    for name in expected_types:
+        np.testing.assert_array_equal(getattr(lowered.root, name).scale[...],
+                                      getattr(converted.root, name).scale[...])
+        np.testing.assert_array_equal(getattr(lowered.root, name).zero_point[...],
+                                      getattr(converted.root, name).zero_point[...])
+    for inputs in (x, x * 2.0, -x):
+        np.testing.assert_array_equal(lowered(inputs), converted(inputs))
+
+
+def test_convert_fx_quantize_nodes_carry_the_observer_handle(models):
+    prepared, converted = models["prepared"], models["converted"]
+    handled = 0
+    for node in converted.graph.nodes:
+        if node.meta.get("quantize"):
+            observer = prepared.graph.node(node.id)
+            assert observer.meta.get("observer")
+            # Straight from convert (no re-derivation by the debugger).
+            assert pt2e.numeric_debug_handle(node) == pt2e.numeric_debug_handle(observer)
+            handled += pt2e.numeric_debug_handle(node) is not None
+    assert handled > 0

@@ -115,14 +115,22 @@ def model_bytes(model: nnx.Module) -> int:
                    for leaf in jax.tree.leaves(nnx.state(model))))
 
 
-def latency_ms(model: nnx.Module, x: jax.Array, repeats: int = 20) -> float:
-    forward = nnx.jit(lambda m, v: m(v))
-    jax.block_until_ready(forward(model, x))  # compile
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = forward(model, x)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / repeats * 1e3
+def latency_ms(model: nnx.Module, x: jax.Array, repeats: int = 50, rounds: int = 5) -> float:
+    """Best-of-rounds mean time of a jitted forward pass, as a server would run it: the
+    model split once into (graphdef, state) and a plain ``jax.jit`` over the state, so
+    NNX's per-call Python bookkeeping (``nnx.jit`` splits and merges the module on every
+    call, ~0.5 ms for these models) is not timed."""
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))
+    jax.block_until_ready(forward(state, x))  # compile
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = forward(state, x)
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best * 1e3
 
 
 def run(epochs: int = 12, qat_epochs: int | None = None, batch_size: int = 64,

@@ -223,10 +223,14 @@ DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS: dict[Callable, Any] = _build(_T_DYNAMIC, 
     (_FLAX + "SimpleCell", _NNQD + "RNNCell"),
     (_NNI + "LinearReLU", _NNIQD + "LinearReLU"),
     (_FLAX + "Embed", _NNQ + "Embedding"),
+    # jaxq's float multi-layer LSTM (torch's nn.LSTM role; torch's table key is nn.LSTM).
+    ("jaxq.nn.quantizable.LSTM", _NNQD + "LSTM"),
 ])
 _torch_only(_T_DYNAMIC, ["torch.nn.LSTM", "torch.nn.GRU", "torch.nn.EmbeddingBag",
                          "torch.nn.modules.linear.NonDynamicallyQuantizableLinear"],
-            "Flax has no multi-layer LSTM/GRU, EmbeddingBag or NonDynamicallyQuantizableLinear")
+            "Flax has no multi-layer LSTM/GRU, EmbeddingBag or NonDynamicallyQuantizableLinear "
+            "(jaxq.nn.quantizable.LSTM, jaxq's float multi-layer LSTM, is the key for "
+            "nnqd.LSTM)")
 
 _INCLUDE_QCONFIG_PROPAGATE_LIST: set[Callable] = {import_object(_FLAX + "Sequential")}
 

@@ -126,13 +126,21 @@ def _swapped_as_unit(mod: Any) -> bool:
             or hasattr(mod, "weight_fake_quant"))
 
 
+def _lstm_swapped_as_unit(mod: Any, mapping: dict) -> bool:
+    # jaxq's float multi-layer LSTM (quantizable.LSTM) keeps its gate weights in child
+    # Linears; where the mapping swaps it (dynamic: nnqd.LSTM) its children must stay float
+    # for from_float. The static / QAT flows (not in the mapping) still descend into it.
+    from jaxq.nn import quantizable
+    return isinstance(mod, quantizable.LSTM) and type_before_observation(mod) in mapping
+
+
 def _convert_children(module: nnx.Module, mapping: dict, custom_module_class_mapping: dict,
                       use_precomputed_fake_quant: bool) -> int:
     """Swaps the children of ``module`` (recursively); returns how many were swapped."""
     reassign = {}
     swapped = 0
     for name, mod in list(named_children(module)):
-        if not _swapped_as_unit(mod) \
+        if not _swapped_as_unit(mod) and not _lstm_swapped_as_unit(mod, mapping) \
                 and type_before_observation(mod) not in custom_module_class_mapping:
             swapped += _convert_children(mod, mapping, custom_module_class_mapping,
                                          use_precomputed_fake_quant)

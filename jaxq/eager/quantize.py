@@ -172,8 +172,9 @@ def _dynamic_qconfig_spec(qconfig_spec: Any, dtype: Any) -> dict[Any, Any]:
         if quant_dtype == dtypes.quint8:
             types = [nnx.Embed]
         else:
+            from jaxq.nn import quantizable
             types = [nnx.Linear, nnx.LSTMCell, nnx.OptimizedLSTMCell, nnx.GRUCell,
-                     nnx.SimpleCell]
+                     nnx.SimpleCell, quantizable.LSTM]
         return {t: default_qconfig for t in types}
     if isinstance(qconfig_spec, (set, frozenset)):
         return {key: default_qconfig for key in qconfig_spec}
@@ -188,7 +189,8 @@ def quantize_dynamic(model: nnx.Module, qconfig_spec: Any = None, dtype: Any = d
       model: the float model.
       qconfig_spec: ``{name or type: QConfig}`` (or a QConfigMapping), or a set of
         names/types quantized with ``dtype``'s default qconfig; default: every
-        ``nnx.Linear`` (and RNN cell) for qint8/float16, ``nnx.Embed`` for quint8.
+        ``nnx.Linear``, RNN cell and ``jaxq.nn.quantizable.LSTM`` (jaxq's float
+        ``nn.LSTM``) for qint8/float16, ``nnx.Embed`` for quint8.
       dtype: ``jaxq.qint8`` (default), ``jaxq.float16`` or ``jaxq.quint8``.
       mapping: ``{float type: dynamic quantized type}``; default the dynamic mapping.
       inplace: modify ``model`` (else a quantized copy is returned).
@@ -205,7 +207,11 @@ def quantize_dynamic(model: nnx.Module, qconfig_spec: Any = None, dtype: Any = d
     def transform(work: nnx.Module) -> None:
         work.eval()
         _propagate(work, qconfig_spec)
-        _convert(work, mapping, False, None, False)
+        # No observed custom modules in dynamic quantization: without this, the default
+        # custom config would send jaxq.nn.quantizable.LSTM (which is also jaxq's float
+        # LSTM) to the static nnq.LSTM instead of the mapping's nnqd.LSTM.
+        _convert(work, mapping, False, {"observed_to_quantized_custom_module_class": {}},
+                 False)
         _remove_qconfig(work)
 
     return _apply(model, inplace, transform)

@@ -17,11 +17,24 @@ from jaxq.nn.quantized._utils import QuantizedBuffer, QuantizedWeight
 
 from jaxq.nn.quantized.dynamic.rnn_ops import (
     dynamic_gate_linear, lstm_cell, gru_cell, GateWeight, _weight_dtype, _pack_gate_weight,
-    _gate_bias, _unpack_gate_weight, _check_float)
+    _gate_bias, _unpack_gate_weight, _check_float, _quantize_flax_kernel, _weight_factory)
 
 __all__ = ["RNNBase", "LSTM", "GRU", "rnn_layers"]
 
 LayerWeights = tuple[GateWeight, Any, GateWeight, Any]  # w_ih, b_ih, w_hh, b_hh
+
+
+def _gate_kernel_and_bias(linears: Any) -> tuple[jax.Array, jax.Array | None]:
+    """The Flax ``(in, 4H)`` kernel and ``(4H,)`` bias of a quantizable LSTM cell's input or
+    recurrent gates: one ``nnx.Linear``, or (``split_gates``) four in torch's gate order."""
+    if isinstance(linears, nnx.Linear):
+        parts = [linears]
+    else:
+        parts = [linears[name] for name in ("input", "forget", "cell", "output")]
+    kernel = jnp.concatenate([p.kernel.get_value() for p in parts], axis=1)
+    biases = [p.bias.get_value() if p.bias is not None else None for p in parts]
+    bias = None if any(b is None for b in biases) else jnp.concatenate(biases)
+    return kernel, bias
 
 
 def _scan_direction(mode: str, layer_input: jax.Array, weights: LayerWeights,
@@ -299,6 +312,38 @@ class LSTM(RNNBase):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__("LSTM", *args, **kwargs)
+
+    @classmethod
+    def from_float(cls, mod: Any, use_precomputed_fake_quant: bool = False) -> LSTM:
+        """From a :class:`jaxq.nn.quantizable.LSTM` with a ``qconfig``: jaxq's float
+        multi-layer LSTM, the role ``nn.LSTM`` plays for torch's ``nnqd.LSTM.from_float``.
+
+        A fresh ``qconfig.weight()`` observer (``default_dynamic_qconfig``'s when the
+        qconfig has none) runs on each gate weight, as torch's
+        ``_observe_and_quantize_weight``; its dtype (qint8 or float16) is the weight dtype.
+
+        Raises:
+          TypeError: ``mod`` is not a ``jaxq.nn.quantizable.LSTM``.
+          ValueError: ``mod`` has no ``qconfig``.
+        """
+        del use_precomputed_fake_quant
+        from jaxq.nn import quantizable
+        if not isinstance(mod, quantizable.LSTM):
+            raise TypeError("nnqd.LSTM.from_float expects a jaxq.nn.quantizable.LSTM (jaxq's "
+                            f"float nn.LSTM); got {type(mod).__name__}")
+        factory = _weight_factory(mod)
+        dtype = _weight_dtype(getattr(factory(), "dtype", None))
+        weights: dict[str, Any] = {}
+        for suffix, cell in mod._cells():
+            for kind, linears in (("ih", cell.igates), ("hh", cell.hgates)):
+                kernel, bias = _gate_kernel_and_bias(linears)
+                weights[f"weight_{kind}_{suffix}"] = _quantize_flax_kernel(
+                    factory, kernel, dtype, "nnqd.LSTM")
+                weights[f"bias_{kind}_{suffix}"] = bias
+        qmod = cls(mod.input_size, mod.hidden_size, mod.num_layers, mod.bias,
+                   mod.batch_first, mod.dropout, mod.bidirectional, dtype=dtype)
+        qmod.set_weight_bias(weights)
+        return qmod
 
     def __call__(self, input: Any, hx: Any = None
                  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:

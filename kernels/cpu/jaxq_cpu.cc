@@ -888,4 +888,30 @@ __attribute__((visibility("default"))) int jaxq_cpu_set_num_threads(int threads)
   jaxq::g_threads.store(threads > 0 ? threads : jaxq::default_threads());
   return jaxq::g_threads.load();
 }
+// Test hook: runs `tasks` tasks of ~20 us on the helper pool with `helpers` workers,
+// without XLA (a forked child can call it even though XLA's own threads are gone).
+// Returns how many tasks ran (-1 when another call holds the pool); *threads_used gets
+// how many distinct threads ran them.
+__attribute__((visibility("default"))) int jaxq_cpu_pool_selftest(int tasks, int helpers,
+                                                                  int* threads_used) {
+  std::mutex seen_mutex;
+  std::vector<std::thread::id> seen;
+  std::atomic<int> ran{0};
+  const std::function<void(int)> fn = [&](int) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(20);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    ran.fetch_add(1);
+    std::lock_guard<std::mutex> lock(seen_mutex);
+    if (std::find(seen.begin(), seen.end(), std::this_thread::get_id()) == seen.end()) {
+      seen.push_back(std::this_thread::get_id());
+    }
+  };
+  jaxq::SpinPool& pool = jaxq::SpinPool::get();
+  if (!pool.try_acquire()) return -1;
+  pool.run(std::make_shared<jaxq::Job>(tasks, &fn), helpers);
+  pool.release();
+  if (threads_used != nullptr) *threads_used = static_cast<int>(seen.size());
+  return ran.load();
+}
 }

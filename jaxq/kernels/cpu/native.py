@@ -58,6 +58,9 @@ def _load() -> ctypes.CDLL | None:
     lib.jaxq_cpu_num_threads.restype = ctypes.c_int
     lib.jaxq_cpu_set_num_threads.restype = ctypes.c_int
     lib.jaxq_cpu_set_num_threads.argtypes = [ctypes.c_int]
+    lib.jaxq_cpu_pool_selftest.restype = ctypes.c_int
+    lib.jaxq_cpu_pool_selftest.argtypes = [ctypes.c_int, ctypes.c_int,
+                                           ctypes.POINTER(ctypes.c_int)]
     if lib.jaxq_cpu_detected_isa() == 0:
         _state["reason"] = "this CPU has neither AVX512-VNNI nor AVX2+FMA"
         _warn(_state["reason"])

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from jaxq.nn.quantized._conv import normalize_padding, normalize_tuple
+from jaxq.nn.quantized._conv import check_conv_channels, normalize_padding, normalize_tuple
 from jaxq.nn.quantized._utils import variable_value
 from jaxq.nn.quantized.conv import conv_config_from_flax
 from jaxq.nn.quantized.reference.linear import _check_device
@@ -56,13 +56,7 @@ class _ConvNd(nnx.Conv, ReferenceQuantizedModule):
             raise ValueError(f"padding_mode={padding_mode!r} is not supported: torch's "
                              "reference convolutions pad with zeros (F.conv ignores "
                              "padding_mode); use 'zeros'")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels "
-                             f"({out_channels}) must be divisible by groups ({groups})")
+        check_conv_channels(in_channels, out_channels, groups)
         super().__init__(int(in_channels), int(out_channels),
                          normalize_tuple(kernel_size, n, "kernel_size"),
                          normalize_tuple(stride, n, "stride"),

@@ -28,7 +28,7 @@ from flax import nnx
 from jax import lax
 
 from jaxq.nn.layout import kernel_to_torch
-from jaxq.nn.quantized._conv import normalize_tuple
+from jaxq.nn.quantized._conv import check_conv_channels, normalize_tuple
 from jaxq.nn.quantized._utils import variable_value
 from jaxq.nn.quantized.conv_transpose import (
     _check_output_padding, _torch_ordered_kernel, conv_transpose_config_from_flax,
@@ -91,13 +91,7 @@ class _ConvTransposeNd(ReferenceQuantizedModule):
         if padding_mode != "zeros":
             raise ValueError(f"padding_mode={padding_mode!r} is not supported: torch's "
                              "transposed convolutions pad with zeros only")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels "
-                             f"({out_channels}) must be divisible by groups ({groups})")
+        check_conv_channels(in_channels, out_channels, groups)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.kernel_size = normalize_tuple(kernel_size, n, "kernel_size")

@@ -19,10 +19,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from jaxq.nn.quantized._utils import variable_value
+from jaxq.nn.quantized.embedding_ops import _check_size
 from jaxq.nn.quantized.reference.linear import _check_device
 from jaxq.nn.quantized.reference.utils import ReferenceQuantizedModule, _array
 
@@ -55,11 +55,8 @@ class Embedding(nnx.Embed, ReferenceQuantizedModule):
                  dtype: Any = None, weight_qparams: dict[str, Any] | None = None, *,
                  rngs: nnx.Rngs | None = None):
         _check_device(device)
-        for name, value in (("num_embeddings", num_embeddings),
-                            ("embedding_dim", embedding_dim)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or value < 1:
-                raise ValueError(f"{name}={value!r} must be a positive int")
+        _check_size(num_embeddings, "num_embeddings")
+        _check_size(embedding_dim, "embedding_dim")
         if max_norm is not None:
             raise ValueError("max_norm is not supported (torch renormalizes the table in "
                              "place during the lookup); pass None")

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxq.nn.quantized._utils import variable_value
-from jaxq.nn.quantized.embedding_ops import _check_size
+from jaxq.nn.quantized.embedding_ops import _check_size, _normalize_padding_idx
 from jaxq.nn.quantized.reference.linear import _check_device
 from jaxq.nn.quantized.reference.utils import ReferenceQuantizedModule, _array
 
@@ -61,10 +61,7 @@ class Embedding(nnx.Embed, ReferenceQuantizedModule):
             raise ValueError("max_norm is not supported (torch renormalizes the table in "
                              "place during the lookup); pass None")
         if padding_idx is not None:
-            if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(f"padding_idx={padding_idx} must be within "
-                                 f"[{-num_embeddings}, {num_embeddings})")
-            padding_idx = int(padding_idx) % int(num_embeddings)
+            padding_idx = _normalize_padding_idx(padding_idx, int(num_embeddings))
         param_dtype = jnp.float32 if dtype is None else dtype
         nnx.Embed.__init__(self, int(num_embeddings), int(embedding_dim),
                            param_dtype=param_dtype,

@@ -117,21 +117,18 @@ def swap_module(mod: nnx.Module, mapping: dict, custom_module_class_mapping: dic
     return qmod.from_float(mod)
 
 
-def _swapped_as_unit(mod: Any) -> bool:
+def _swapped_as_unit(mod: Any, mapping: dict) -> bool:
     # torch does not descend into fused modules (its QAT fused modules are
     # _FusedModules too); jaxq's QAT modules own their children (bn,
-    # weight_fake_quant) in the same way. Flax's recurrent cells keep their gate weights
-    # in child Linears where torch's cells hold parameters: the cell converts as a whole.
-    return (isinstance(mod, (_fused_module_class(), nnx.RNNCellBase))
-            or hasattr(mod, "weight_fake_quant"))
-
-
-def _lstm_swapped_as_unit(mod: Any, mapping: dict) -> bool:
-    # jaxq's float multi-layer LSTM (quantizable.LSTM) keeps its gate weights in child
-    # Linears; where the mapping swaps it (dynamic: nnqd.LSTM) its children must stay float
-    # for from_float. The static / QAT flows (not in the mapping) still descend into it.
+    # weight_fake_quant) in the same way. Flax's recurrent cells and jaxq's float
+    # multi-layer LSTM (quantizable.LSTM) keep their gate weights in child Linears where
+    # torch's modules hold parameters: they convert as a whole. The cells always do; the
+    # LSTM only where the mapping swaps it (dynamic: nnqd.LSTM), since the static / QAT
+    # flows observe or fake-quantize its inner ops.
     from jaxq.nn import quantizable
-    return isinstance(mod, quantizable.LSTM) and type_before_observation(mod) in mapping
+    return (isinstance(mod, (_fused_module_class(), nnx.RNNCellBase))
+            or hasattr(mod, "weight_fake_quant")
+            or (isinstance(mod, quantizable.LSTM) and type_before_observation(mod) in mapping))
 
 
 def _convert_children(module: nnx.Module, mapping: dict, custom_module_class_mapping: dict,
@@ -140,7 +137,7 @@ def _convert_children(module: nnx.Module, mapping: dict, custom_module_class_map
     reassign = {}
     swapped = 0
     for name, mod in list(named_children(module)):
-        if not _swapped_as_unit(mod) and not _lstm_swapped_as_unit(mod, mapping) \
+        if not _swapped_as_unit(mod, mapping) \
                 and type_before_observation(mod) not in custom_module_class_mapping:
             swapped += _convert_children(mod, mapping, custom_module_class_mapping,
                                          use_precomputed_fake_quant)

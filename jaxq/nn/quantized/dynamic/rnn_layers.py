@@ -27,10 +27,8 @@ LayerWeights = tuple[GateWeight, Any, GateWeight, Any]  # w_ih, b_ih, w_hh, b_hh
 def _gate_kernel_and_bias(linears: Any) -> tuple[jax.Array, jax.Array | None]:
     """The Flax ``(in, 4H)`` kernel and ``(4H,)`` bias of a quantizable LSTM cell's input or
     recurrent gates: one ``nnx.Linear``, or (``split_gates``) four in torch's gate order."""
-    if isinstance(linears, nnx.Linear):
-        parts = [linears]
-    else:
-        parts = [linears[name] for name in ("input", "forget", "cell", "output")]
+    from jaxq.nn.quantizable.rnn import _GATE_NAMES  # lazy: quantizable imports us
+    parts = [linears] if isinstance(linears, nnx.Linear) else [linears[g] for g in _GATE_NAMES]
     kernel = jnp.concatenate([p.kernel.get_value() for p in parts], axis=1)
     biases = [p.bias.get_value() if p.bias is not None else None for p in parts]
     bias = None if any(b is None for b in biases) else jnp.concatenate(biases)

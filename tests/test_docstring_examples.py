@@ -25,23 +25,15 @@ def test_every_module_is_collected():
 @pytest.mark.parametrize("name", MODULES)
 def test_examples(name):
     module = importlib.import_module(name)
-    finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
-    for test in finder.find(module, name):
+    report: list[str] = []
+    for test in doctest.DocTestFinder(exclude_empty=True).find(module, name):
         # Only docstrings written in this module (not ones re-exported from elsewhere).
         if test.filename and module.__file__ and test.filename != module.__file__:
             continue
-        runner.run(test, out=lambda text: None)
+        runner.run(test, out=report.append)
     results = runner.summarize(verbose=False)
     if results.failed:
-        # Re-run verbosely into the failure message so the broken example is shown.
-        report: list[str] = []
-        runner = doctest.DocTestRunner(
-            optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
-        for test in finder.find(module, name):
-            if test.filename and module.__file__ and test.filename != module.__file__:
-                continue
-            runner.run(test, out=report.append)
         pytest.fail(f"{results.failed} of {results.attempted} examples failed in {name}:\n"
                     + "".join(report))

@@ -426,7 +426,8 @@ ffi::Error QGemmImpl(ffi::ThreadPool xla_pool, ffi::AnyBuffer x, ffi::AnyBuffer 
       choose_qparams(mn, mx, static_cast<int32_t>(dyn_qmin), static_cast<int32_t>(dyn_qmax),
                      &scale, &zp);
       QuantizeArgs q{xf + b * k, e - b, k, kp, 1.0f / scale, static_cast<float>(zp),
-                     store_lo, store_hi, offset, s.a.data() + b * kp, s.row_sums.data() + b};
+                     store_lo, store_hi, offset, s.a.data() + b * kp,
+                     need_row_sums ? s.row_sums.data() + b : nullptr};
       kern.quantize_rows(q);
       for (int64_t r = b; r < e; ++r) {
         s.zx_row[r] = zp + offset;

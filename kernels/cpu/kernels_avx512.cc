@@ -515,31 +515,72 @@ void weight_only(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
   }
 }
 
+namespace {
+
+// 16 floats -> int32 q = clamp(rint(fma(x, inv_scale, zp)), qlo, qhi), NaN -> 0. Clamping
+// before rounding gives the same integers (the bounds are integers) and keeps the
+// conversion in range; NaN lanes are zeroed by the conversion's mask.
+inline __m512i quantize16(__m512 v, __m512 inv, __m512 zp, __m512 lo, __m512 hi) {
+  const __m512 t = _mm512_fmadd_ps(v, inv, zp);
+  const __mmask16 ordered = _mm512_cmp_ps_mask(t, t, _CMP_ORD_Q);
+  return _mm512_maskz_cvt_roundps_epi32(ordered, _mm512_min_ps(_mm512_max_ps(t, lo), hi),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+}  // namespace
+
 void quantize_rows(const QuantizeArgs& q) {
   const __m512 inv = _mm512_set1_ps(q.inv_scale);
   const __m512 zp = _mm512_set1_ps(q.zp);
   const __m512 lo = _mm512_set1_ps(static_cast<float>(q.qlo));
   const __m512 hi = _mm512_set1_ps(static_cast<float>(q.qhi));
   const __m512i offset = _mm512_set1_epi32(q.offset);
+  // Blocks of 64 values go to bytes by two saturating packs (exact: the values are already
+  // in [qlo, qhi], within int8 or uint8) and one dword permutation that undoes the packs'
+  // per-128-bit-lane interleaving; the int8 domain (offset 128) is stored with its sign
+  // bit flipped. Only offsets 0 and 128 take this path.
+  const bool packs = q.offset == 0 || q.offset == 128;
+  const bool is_signed = q.offset == 128;
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i zero = _mm512_setzero_si512();
   for (int64_t r = 0; r < q.rows; ++r) {
     const float* x = q.x + r * q.K;
     uint8_t* dst = q.q + r * q.ldq;
-    __m512i sums = _mm512_setzero_si512();
-    for (int64_t k = 0; k < q.K; k += 16) {
+    __m512i byte_sums = zero;  // 8 x uint64 (VPSADBW)
+    __m512i sums = zero;       // 16 x int32, the tail's
+    int64_t k = 0;
+    if (packs) {
+      for (; k + 64 <= q.K; k += 64) {
+        const __m512i a = quantize16(_mm512_loadu_ps(x + k), inv, zp, lo, hi);
+        const __m512i b = quantize16(_mm512_loadu_ps(x + k + 16), inv, zp, lo, hi);
+        const __m512i c = quantize16(_mm512_loadu_ps(x + k + 32), inv, zp, lo, hi);
+        const __m512i d = quantize16(_mm512_loadu_ps(x + k + 48), inv, zp, lo, hi);
+        __m512i bytes;
+        if (is_signed) {
+          bytes = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
+          bytes = _mm512_xor_si512(_mm512_permutexvar_epi32(order, bytes), sign);
+        } else {
+          bytes = _mm512_packus_epi16(_mm512_packus_epi32(a, b), _mm512_packus_epi32(c, d));
+          bytes = _mm512_permutexvar_epi32(order, bytes);
+        }
+        _mm512_storeu_si512(dst + k, bytes);
+        if (q.row_sums) byte_sums = _mm512_add_epi64(byte_sums, _mm512_sad_epu8(bytes, zero));
+      }
+    }
+    for (; k < q.K; k += 16) {
       const int64_t left = q.K - k;
       const __mmask16 mask = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
-      const __m512 v = _mm512_maskz_loadu_ps(mask, x + k);
-      __m512 t = _mm512_roundscale_ps(_mm512_fmadd_ps(v, inv, zp),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      const __mmask16 nan = _mm512_cmp_ps_mask(t, t, _CMP_UNORD_Q);
-      t = _mm512_min_ps(_mm512_max_ps(t, lo), hi);
-      t = _mm512_mask_mov_ps(t, nan, _mm512_setzero_ps());
-      const __m512i stored = _mm512_maskz_add_epi32(mask, _mm512_cvtps_epi32(t), offset);
+      const __m512i value = quantize16(_mm512_maskz_loadu_ps(mask, x + k), inv, zp, lo, hi);
+      const __m512i stored = _mm512_maskz_add_epi32(mask, value, offset);
       sums = _mm512_add_epi32(sums, stored);
       _mm_mask_storeu_epi8(dst + k, mask, _mm512_cvtepi32_epi8(stored));
     }
-    for (int64_t k = q.K; k < q.ldq; ++k) dst[k] = 0;
-    if (q.row_sums) q.row_sums[r] = _mm512_reduce_add_epi32(sums);
+    for (int64_t j = q.K; j < q.ldq; ++j) dst[j] = 0;
+    if (q.row_sums) {
+      q.row_sums[r] = static_cast<int32_t>(_mm512_reduce_add_epi64(byte_sums)) +
+                      _mm512_reduce_add_epi32(sums);
+    }
   }
 }
 

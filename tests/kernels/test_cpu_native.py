@@ -130,6 +130,31 @@ def test_dynamic_quantization_of_large_batches_matches_reference(rng, granularit
 
 
 @needs_native
+@pytest.mark.parametrize("granularity,dtype", [("per_tensor", "quint8"),
+                                               ("per_token", "qint8"),
+                                               ("per_token", "quint8")])
+def test_dynamic_quantization_blocks_and_special_values_match_reference(rng, granularity,
+                                                                        dtype):
+    """The quantizer's 64-value blocks and 16-value tail (K around multiples of 64), row
+    sums for weight zero points, and NaN / inf activations: the reference's bits."""
+    config = DynamicQuantization(granularity, dtype, reduce_range=dtype == "quint8")
+    for k in (63, 64, 65, 128, 200):
+        n = 33
+        w = pack_weight(rng.integers(-128, 128, (n, k)).astype(np.int8),
+                        rng.uniform(.01, .02, n).astype(np.float32),
+                        rng.integers(-5, 6, n).astype(np.int32))
+        x = (rng.standard_normal((6, k)) * 3).astype(np.float32)
+        if granularity == "per_token":  # one special value per row, the other rows finite
+            x[1, k // 2] = np.nan
+            x[2, k - 1] = np.inf
+            x[3, 0] = -np.inf
+        got = jax.jit(lambda x: quantized_matmul(x, w, dynamic=config,
+                                                 backend="cpu_native"))(x)
+        ref = jax.jit(lambda x: quantized_matmul(x, w, dynamic=config, backend="xla"))(x)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+
+
+@needs_native
 def test_concurrent_calls_give_identical_results(rng):
     """Calls from several threads at once: one holds jaxq's pool, the others fall back to
     XLA's; every result is the single-threaded one."""

@@ -545,21 +545,23 @@ ffi::Error QGemmImpl(ffi::ThreadPool xla_pool, ffi::AnyBuffer x, ffi::AnyBuffer 
 
   if (!g.zx_row) g.col_offset = column_offsets(s.col_offset, g.col_sums, n, g.zx);
 
-  // --- The GEMM: split the output columns when M is small, the rows otherwise.
+  // --- The GEMM's tasks: a grid of row blocks (the kernel's, kept in L2) x ranges of
+  // panels, ~8 tasks per thread, claimed in row-block order. Tasks that small keep the
+  // threads' finishing times within one task of each other when the host slows one core
+  // down; whole row blocks keep A's reuse.
   const int64_t panels = (n + kPanel - 1) / kPanel;
   const int threads = tp.size();
-  const bool split_columns = m < 24 * threads || panels >= 8 * threads;
-  const double work = static_cast<double>(m) * n * k;
-  const int tasks = work < 65536.0 ? 1 : threads * 4;
+  const bool tiny = static_cast<double>(m) * n * k < 65536.0;
+  const int64_t row_block = tiny ? m : gemm_row_block(kp);
+  const int64_t row_blocks = (m + row_block - 1) / row_block;
+  const int64_t panel_ranges = tiny ? 1 : std::min<int64_t>(
+      panels, std::max<int64_t>(1, (threads * 8 + row_blocks - 1) / row_blocks));
+  const int tasks = static_cast<int>(row_blocks * panel_ranges);
   tp.parallel_for(tasks, [&](int i) {
+    const int64_t r0 = i / panel_ranges * row_block, r1 = std::min(m, r0 + row_block);
     int64_t b, e;
-    if (split_columns) {
-      split(panels, tasks, i, 1, &b, &e);
-      if (b < e) kern.gemm(g, 0, m, b, e);
-    } else {
-      split(m, tasks, i, 6, &b, &e);
-      if (b < e) kern.gemm(g, b, e, 0, panels);
-    }
+    split(panels, static_cast<int>(panel_ranges), static_cast<int>(i % panel_ranges), 1, &b, &e);
+    if (b < e) kern.gemm(g, r0, r1, b, e);
   });
   return ffi::Error::Success();
 }

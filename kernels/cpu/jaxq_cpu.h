@@ -12,6 +12,7 @@
 #ifndef JAXQ_CPU_H_
 #define JAXQ_CPU_H_
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -20,6 +21,12 @@ namespace jaxq {
 constexpr int64_t kPanel = 64;
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Rows of A a GEMM works through at a time: ~192 KB of them (they stay in L2 while the
+// panels stream past), a multiple of the 6-row tile, at most 384.
+inline int64_t gemm_row_block(int64_t kp) {
+  return std::max<int64_t>(6, std::min<int64_t>(384, 196608 / kp / 6 * 6));
+}
 
 enum OutKind : int { kOutInt32 = 0, kOutF32 = 1, kOutU8 = 2, kOutS8 = 3 };
 

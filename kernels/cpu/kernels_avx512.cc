@@ -257,8 +257,7 @@ inline float hsum4(const float* v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 
 void gemm(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   const int64_t k4 = g.Kp / 4;
-  // Rows per block: keep the block of A (rows x Kp bytes) near 192 KB of L2.
-  const int64_t block = std::max<int64_t>(kMR, std::min<int64_t>(384, 196608 / g.Kp / kMR * kMR));
+  const int64_t block = gemm_row_block(g.Kp);
   alignas(64) int32_t C[kMR * kPanel];
   for (int64_t mb = m0; mb < m1; mb += block) {
     const int64_t me = std::min(mb + block, m1);

@@ -29,9 +29,13 @@ Every script takes ``--threads N`` (torch intra-op threads and the jaxq native p
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def common_args(argv=None):
@@ -102,3 +106,14 @@ def load_average() -> str:
 
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms"
+
+
+def compile_cpp(sources: list[Path], name: str, flags: list[str]) -> Path:
+    """Builds a benchmark's C++ helper with the system compiler into a temporary folder."""
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        raise RuntimeError("no C++ compiler on PATH (c++, g++ or clang++)")
+    out = Path(tempfile.mkdtemp(prefix=f"jaxq_{name}_")) / name
+    subprocess.run([compiler, "-std=c++17", "-pthread", *flags, *map(str, sources), "-o",
+                    str(out)], check=True, capture_output=True, text=True)
+    return out

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from cpu_common import load_average
+from cpu_common import compile_cpp, load_average
 from cpu_roofline import measure
 
 SOURCE = Path(__file__).with_name("cpu_kernel_parts.cc")
@@ -37,14 +35,8 @@ AVX512_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512
 
 @functools.lru_cache(maxsize=None)
 def _binary() -> Path:
-    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        raise RuntimeError("no C++ compiler on PATH (c++, g++ or clang++)")
-    out = Path(tempfile.mkdtemp(prefix="jaxq_parts_")) / "cpu_kernel_parts"
-    subprocess.run([compiler, "-O3", "-std=c++17", "-pthread", *AVX512_FLAGS, f"-I{KERNELS}",
-                    str(SOURCE), str(KERNELS / "kernels_avx512.cc"), "-o", str(out)],
-                   check=True, capture_output=True, text=True)
-    return out
+    return compile_cpp([SOURCE, KERNELS / "kernels_avx512.cc"], "cpu_kernel_parts",
+                       ["-O3", *AVX512_FLAGS, f"-I{KERNELS}"])
 
 
 def _run(*args) -> list[float]:

@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
+
+from cpu_common import compile_cpp
 
 SOURCE = Path(__file__).with_name("cpu_roofline.cc")
 
 
 @functools.lru_cache(maxsize=None)
 def _binary() -> Path:
-    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        raise RuntimeError("no C++ compiler on PATH (c++, g++ or clang++)")
-    out = Path(tempfile.mkdtemp(prefix="jaxq_roofline_")) / "cpu_roofline"
-    subprocess.run([compiler, "-O2", "-std=c++17", "-pthread", str(SOURCE), "-o", str(out)],
-                   check=True, capture_output=True, text=True)
-    return out
+    return compile_cpp([SOURCE], "cpu_roofline", ["-O2"])
 
 
 @functools.lru_cache(maxsize=None)

@@ -23,10 +23,12 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 
 #include "jaxq_cpu.h"
 #include "xla/ffi/api/ffi.h"
@@ -261,6 +263,46 @@ class Parallel {
   const int size_;
 };
 
+// ---------------------------------------------------------------------------------------
+// Huge pages for large packed int8 weights. A GEMM that streams a weight of several MiB
+// from L3 (the matrix-vector product of an M = 1 Linear) crosses a 4 KiB page every
+// 4 KiB, and the hardware prefetchers stop at each page boundary; backed by 2 MiB pages
+// the same read ran 12-14% faster here (1 x 4096 x 4096, 2 threads; the weight-only
+// kernels, bound by their float arithmetic, gained nothing). XLA owns
+// the buffer and allocates it with 4 KiB pages, so the first call that sees a weight asks
+// the kernel to back its 2 MiB-aligned interior with huge pages (MADV_HUGEPAGE, then the
+// synchronous MADV_COLLAPSE of Linux >= 6.1: a one-time cost of a few ms per 16 MiB). The
+// contents never change; where the kernel refuses (older kernels, THP disabled) nothing
+// happens. JAXQ_HUGE_PAGES=0 turns it off.
+// ---------------------------------------------------------------------------------------
+constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+bool huge_pages_enabled() {
+  const char* env = std::getenv("JAXQ_HUGE_PAGES");
+  return !(env && std::string(env) == "0");
+}
+
+void advise_huge_pages(const void* data, size_t bytes) {
+  static const bool enabled = huge_pages_enabled();
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHugePage - 1);
+  if (!enabled || end <= begin) return;  // under 2 MiB of aligned interior: nothing to gain
+  // Each weight once: the set holds the ranges already advised (a buffer freed and
+  // reallocated at the same place is not advised again; it only loses the speed-up).
+  static std::mutex mutex;
+  static std::unordered_set<uintptr_t> seen;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!seen.insert(begin ^ (end << 1)).second) return;
+    if (seen.size() > 4096) seen.clear();
+  }
+  void* range = reinterpret_cast<void*>(begin);
+  if (madvise(range, end - begin, MADV_HUGEPAGE) == 0) madvise(range, end - begin, MADV_COLLAPSE);
+}
+
 // -zx * col_sums[n] (mod 2^32) for a uniform activation zero point.
 const int32_t* column_offsets(std::vector<int32_t>& buffer, const int32_t* col_sums, int64_t n,
                               int32_t zx) {
@@ -389,6 +431,7 @@ ffi::Error QGemmImpl(ffi::ThreadPool xla_pool, ffi::AnyBuffer x, ffi::AnyBuffer 
   }
   if (row_groups <= 0 || m % row_groups) return invalid("row_groups must divide M");
   if (m == 0) return ffi::Error::Success();
+  advise_huge_pages(w.untyped_data(), w.size_bytes());
 
   const Kernels kern = kernels();
   Parallel tp(xla_pool);

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxq.kernels import DynamicQuantization, pack_weight, quantized_matmul
+from jaxq.kernels.weights import weight_values
 from tests.kernels.backends import native_available
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,6 +156,30 @@ def test_dynamic_quantization_blocks_and_special_values_match_reference(rng, gra
 
 
 @needs_native
+def test_weights_backed_by_huge_pages_give_identical_results(rng):
+    """Weights over 4 MiB are moved to 2 MiB pages on first use (where the OS allows it):
+    the bytes the kernels read, and so every result, stay the same across calls."""
+    n, k = 1100, 4096  # 4.5 MiB packed
+    values = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    w = pack_weight(values, rng.uniform(.01, .02, n).astype(np.float32))
+    x = rng.standard_normal((3, k)).astype(np.float32)
+    config = DynamicQuantization()
+    native = jax.jit(lambda x, w: quantized_matmul(x, w, dynamic=config, backend="cpu_native"))
+    weight_only = jax.jit(lambda x, w: quantized_matmul(x, w, backend="cpu_native"))
+    reference = jax.jit(lambda x, w: quantized_matmul(x, w, dynamic=config, backend="xla"))
+    expected = np.asarray(reference(x, w))
+    first_weight_only = np.asarray(weight_only(x, w))
+    # float32 dot products: the XLA reference sums in another order
+    np.testing.assert_allclose(
+        first_weight_only, np.asarray(jax.jit(lambda x, w: quantized_matmul(
+            x, w, backend="xla"))(x, w)), rtol=1e-4, atol=1e-3)
+    for _ in range(2):
+        np.testing.assert_array_equal(np.asarray(native(x, w)), expected)
+        np.testing.assert_array_equal(np.asarray(weight_only(x, w)), first_weight_only)
+    np.testing.assert_array_equal(np.asarray(weight_values(w)), values)
+
+
+@needs_native
 def test_concurrent_calls_give_identical_results(rng):
     """Calls from several threads at once: one holds jaxq's pool, the others fall back to
     XLA's; every result is the single-threaded one."""
@@ -210,6 +235,7 @@ import ctypes, os, warnings
 import numpy as np, jax
 warnings.filterwarnings("ignore")
 from jaxq.kernels import DynamicQuantization, pack_weight, quantized_matmul
+from jaxq.kernels.weights import weight_values
 from jaxq.kernels.cpu import native
 lib = native.load()
 rng = np.random.default_rng(0)

@@ -20,6 +20,12 @@ The helpers are jaxq's own workers: after a call each polls for the next one for
 thread as it polls), then sleeps, so back-to-back calls find them awake. ``JAXQ_SPIN_US=0``
 puts them to sleep at once (each call then wakes them: tens of microseconds). While one
 call holds the workers, a concurrent call uses XLA's intra-op pool instead.
+
+Packed int8 weights with at least one 2 MiB-aligned 2 MiB stretch are moved to huge pages
+the first time the int8 GEMM reads them (``MADV_HUGEPAGE`` + ``MADV_COLLAPSE``; the bytes do
+not change): the hardware prefetchers stop at every 4 KiB page boundary, which costs the
+matrix-vector products that stream a large weight from L3. ``JAXQ_HUGE_PAGES=0`` turns it
+off; on kernels or settings that refuse, nothing happens.
 """
 
 from __future__ import annotations

@@ -130,8 +130,8 @@ inline void weight_only_generic(const WeightOnlyArgs& w, int64_t c0, int64_t c1)
           for (int64_t k = k0; k < k1; ++k) {
             for (int64_t c = 0; c < wp; ++c) {
               const int64_t block = (n0 + c) / 16, lane = (n0 + c) % 16;
-              const uint8_t byte = static_cast<uint8_t>(
-                  w.B[block * (w.K / 2) * 16 + (k / 2) * 16 + lane]);
+              const int64_t word = (block * (round_up(w.K, 8) / 8) + k / 8) * 16 + lane;
+              const uint8_t byte = static_cast<uint8_t>(w.B[word * 4 + (k % 8) / 2]);
               const int u = (k % 2) ? (byte >> 4) : (byte & 15);
               part[c] = std::fma(x[k], float(u), part[c]);
             }

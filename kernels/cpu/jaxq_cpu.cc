@@ -628,7 +628,7 @@ ffi::Error WeightOnlyImpl(ffi::ThreadPool xla_pool, ffi::Buffer<ffi::F32> x, ffi
     expected_bytes = round_up(k, 4) * nq;
   } else {
     if (k % 2 || group_size % 2) return invalid("4-bit weights need an even k and group_size");
-    expected_bytes = k / 2 * nq;
+    expected_bytes = round_up(k, 8) / 2 * nq;
   }
   if (w.element_type() != ffi::DataType::S8 ||
       w.element_count() != static_cast<size_t>(expected_bytes)) {

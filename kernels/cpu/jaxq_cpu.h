@@ -7,8 +7,10 @@
 //   load feeds VPDPBUSD for 16 columns. Padding (k >= K, n >= N) is zero.
 //
 // Packed 4-bit weight layout ("cpu_wo4"), for nibbles U (N, K) in [0, 15], K even:
-//   Nq = round_up(N, 16); column block c (16 columns) holds [K / 2][16] bytes, byte
-//   (j, i) = U[16c + i, 2j] | U[16c + i, 2j + 1] << 4.
+//   Nq = round_up(N, 16), Kq = round_up(K, 8); column block c (16 columns) holds
+//   [Kq / 8][16] little-endian 32-bit words, word (j, i) = sum over t < 8 of
+//   U[16c + i, 8j + t] << 4t (zero for k >= K and n >= N): one 512-bit load is 8 k of
+//   16 columns. Kq / 2 * Nq bytes.
 #ifndef JAXQ_CPU_H_
 #define JAXQ_CPU_H_
 

@@ -418,40 +418,67 @@ void weight_only_int8(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
   }
 }
 
-// Sums over one group of k of x[k] * nibble for NB blocks of 16 columns (separate
-// accumulators for the low and high nibbles: two independent FMA chains per block). Each
-// byte is widened to a 32-bit lane, its nibbles split by a mask and a shift and converted
-// to float: integer and conversion work that leaves the FMA pipes free (a 16-entry
-// VPERMPS table, used before, ran at half this speed on Zen 4).
-#define JAXQ_W4(v)                                                               \
-  if constexpr (NB > v) {                                                        \
-    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(                  \
-        reinterpret_cast<const __m128i*>(B + (block0 + v) * half_k * 16 + j * 16))); \
-    lo##v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_and_si512(bytes, low_nibble)), xa, \
-                            lo##v);                                              \
-    hi##v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4)), xb, hi##v); \
+// x[k] * nibble summed over k in [k0, k1) for NB blocks of 16 columns (the "cpu_wo4"
+// layout: a 32-bit word per column holds 8 consecutive k, nibble t at bits 4t; block b's
+// words for k = 8j .. 8j + 7 are the 64 bytes at (b * kq8 + j) * 64). VPERMPS reads only
+// the low 4 bits of each index lane, so one shift and one permutation of the table
+// 0..15 turn a nibble of every lane into its float: whole words take 8 k in 8 such
+// steps; k0 and k1 need not be multiples of 8 (the partial words go k by k). Two
+// accumulators per block (even and odd k) keep two FMA chains in flight.
+#define JAXQ_NIBBLE(d, t) _mm512_permutexvar_ps(_mm512_srli_epi32(d, 4 * (t)), values)
+#define JAXQ_WORD(v)                                                                   \
+  if constexpr (NB > v) {                                                              \
+    const __m512i d = _mm512_loadu_si512(B + ((block0 + v) * kq8 + k / 8) * 64);       \
+    ev##v = _mm512_fmadd_ps(_mm512_permutexvar_ps(d, values), x0, ev##v);              \
+    od##v = _mm512_fmadd_ps(JAXQ_NIBBLE(d, 1), x1, od##v);                              \
+    ev##v = _mm512_fmadd_ps(JAXQ_NIBBLE(d, 2), x2, ev##v);                              \
+    od##v = _mm512_fmadd_ps(JAXQ_NIBBLE(d, 3), x3, od##v);                              \
+    ev##v = _mm512_fmadd_ps(JAXQ_NIBBLE(d, 4), x4, ev##v);                              \
+    od##v = _mm512_fmadd_ps(JAXQ_NIBBLE(d, 5), x5, od##v);                              \
+    ev##v = _mm512_fmadd_ps(JAXQ_NIBBLE(d, 6), x6, ev##v);                              \
+    od##v = _mm512_fmadd_ps(JAXQ_NIBBLE(d, 7), x7, od##v);                              \
+  }
+#define JAXQ_ONE_K(v)                                                                  \
+  if constexpr (NB > v) {                                                              \
+    const __m512i d = _mm512_loadu_si512(B + ((block0 + v) * kq8 + k / 8) * 64);       \
+    ev##v = _mm512_fmadd_ps(                                                           \
+        _mm512_permutexvar_ps(_mm512_srl_epi32(d, _mm_cvtsi32_si128(4 * (k % 8))), values), \
+        xk, ev##v);                                                                    \
   }
 template <int NB>
-void group_int4(const float* x, const int8_t* B, int64_t half_k, int64_t block0, int64_t j0,
-                int64_t j1, __m512* part) {
-  const __m512i low_nibble = _mm512_set1_epi32(15);
+void group_int4(const float* x, const int8_t* B, int64_t kq8, int64_t block0, int64_t k0,
+                int64_t k1, __m512* part) {
+  const __m512 values = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512 z = _mm512_setzero_ps();
-  __m512 lo0 = z, lo1 = z, lo2 = z, lo3 = z, hi0 = z, hi1 = z, hi2 = z, hi3 = z;
-  for (int64_t j = j0; j < j1; ++j) {
-    const __m512 xa = _mm512_set1_ps(x[2 * j]);
-    const __m512 xb = _mm512_set1_ps(x[2 * j + 1]);
-    JAXQ_W4(0) JAXQ_W4(1) JAXQ_W4(2) JAXQ_W4(3)
+  __m512 ev0 = z, ev1 = z, ev2 = z, ev3 = z, od0 = z, od1 = z, od2 = z, od3 = z;
+  int64_t k = k0;
+  for (; k < k1 && k % 8; ++k) {
+    const __m512 xk = _mm512_set1_ps(x[k]);
+    JAXQ_ONE_K(0) JAXQ_ONE_K(1) JAXQ_ONE_K(2) JAXQ_ONE_K(3)
   }
-  part[0] = _mm512_add_ps(lo0, hi0);
-  if constexpr (NB > 1) part[1] = _mm512_add_ps(lo1, hi1);
-  if constexpr (NB > 2) part[2] = _mm512_add_ps(lo2, hi2);
-  if constexpr (NB > 3) part[3] = _mm512_add_ps(lo3, hi3);
+  for (; k + 8 <= k1; k += 8) {
+    const __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]);
+    const __m512 x2 = _mm512_set1_ps(x[k + 2]), x3 = _mm512_set1_ps(x[k + 3]);
+    const __m512 x4 = _mm512_set1_ps(x[k + 4]), x5 = _mm512_set1_ps(x[k + 5]);
+    const __m512 x6 = _mm512_set1_ps(x[k + 6]), x7 = _mm512_set1_ps(x[k + 7]);
+    JAXQ_WORD(0) JAXQ_WORD(1) JAXQ_WORD(2) JAXQ_WORD(3)
+  }
+  for (; k < k1; ++k) {
+    const __m512 xk = _mm512_set1_ps(x[k]);
+    JAXQ_ONE_K(0) JAXQ_ONE_K(1) JAXQ_ONE_K(2) JAXQ_ONE_K(3)
+  }
+  part[0] = _mm512_add_ps(ev0, od0);
+  if constexpr (NB > 1) part[1] = _mm512_add_ps(ev1, od1);
+  if constexpr (NB > 2) part[2] = _mm512_add_ps(ev2, od2);
+  if constexpr (NB > 3) part[3] = _mm512_add_ps(ev3, od3);
 }
-#undef JAXQ_W4
+#undef JAXQ_NIBBLE
+#undef JAXQ_WORD
+#undef JAXQ_ONE_K
 
 void weight_only_int4(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
   const int64_t nq = round_up(w.N, 16);
-  const int64_t half_k = w.K / 2;
+  const int64_t kq8 = round_up(w.K, 8) / 8;
   const int64_t groups = w.num_groups;
   // The panel's scales and zero points, group-major ([group][64 columns], zero past N):
   // per-group parameters of 16 columns are then one load, not a gather (the gathers
@@ -477,12 +504,12 @@ void weight_only_int4(const WeightOnlyArgs& w, int64_t c0, int64_t c1) {
       for (int v = 0; v < 4; ++v) total[v] = _mm512_setzero_ps();
       for (int64_t g = 0; g < groups; ++g) {
         __m512 part[4];
-        const int64_t j0 = g * w.group_size / 2, j1 = j0 + w.group_size / 2;
+        const int64_t k0 = g * w.group_size, k1 = k0 + w.group_size;
         switch (nb) {
-          case 1: group_int4<1>(x, w.B, half_k, block0, j0, j1, part); break;
-          case 2: group_int4<2>(x, w.B, half_k, block0, j0, j1, part); break;
-          case 3: group_int4<3>(x, w.B, half_k, block0, j0, j1, part); break;
-          default: group_int4<4>(x, w.B, half_k, block0, j0, j1, part); break;
+          case 1: group_int4<1>(x, w.B, kq8, block0, k0, k1, part); break;
+          case 2: group_int4<2>(x, w.B, kq8, block0, k0, k1, part); break;
+          case 3: group_int4<3>(x, w.B, kq8, block0, k0, k1, part); break;
+          default: group_int4<4>(x, w.B, kq8, block0, k0, k1, part); break;
         }
         const float* scale = scale_t.data() + g * kPanel;
         const float* zp = zp_t.data() + g * kPanel;

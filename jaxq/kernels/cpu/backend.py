@@ -5,7 +5,8 @@ a packed weight stays readable by the XLA reference on any machine):
 
 * ``"cpu_vnni"`` (8-bit): panels of 64 output columns, 4 consecutive k per column
   adjacent (one VPDPBUSD operand per 16 columns); see ``kernels/cpu/jaxq_cpu.h``.
-* ``"cpu_wo4"`` (4-bit, even K): blocks of 16 columns, two k per byte (low nibble first).
+* ``"cpu_wo4"`` (4-bit, even K): blocks of 16 columns, a 32-bit word per column holding 8
+  consecutive k (nibble t at bits 4t), K padded to a multiple of 8.
 
 Batching (``vmap``): the activation's batch is folded into M (dynamic per-tensor qparams
 stay per example through ``row_groups``); batching anything else (the weight, the bias,
@@ -77,20 +78,21 @@ def pack_wo4(values: jax.Array, spec: WeightSpec) -> jax.Array:
     n, k = values.shape
     if k % 2:
         raise ValueError(f"layout {LAYOUT_WO4!r} needs an even in_features; got {k}")
-    nq = _round_up(n, 16)
-    u = jnp.pad(values.astype(jnp.uint8), ((0, nq - n), (0, 0)))
-    byte = u[:, 0::2] | (u[:, 1::2] << 4)
-    byte = byte.reshape(nq // 16, 16, k // 2).transpose(0, 2, 1).reshape(-1)
-    return jax.lax.bitcast_convert_type(byte, jnp.int8)
+    nq, kq = _round_up(n, 16), _round_up(k, 8)
+    u = jnp.pad(values.astype(jnp.uint32), ((0, nq - n), (0, kq - k)))
+    # (block, 16 columns, word, 8 nibbles) -> words (block, word, column), nibble t << 4t
+    u = u.reshape(nq // 16, 16, kq // 8, 8).transpose(0, 2, 1, 3)
+    words = jnp.sum(u << (4 * jnp.arange(8, dtype=jnp.uint32)), axis=-1, dtype=jnp.uint32)
+    return jax.lax.bitcast_convert_type(words, jnp.int8).reshape(-1)
 
 
 def unpack_wo4(data: jax.Array, spec: WeightSpec) -> jax.Array:
     n, k = spec.out_features, spec.in_features
-    nq = _round_up(n, 16)
-    byte = jax.lax.bitcast_convert_type(data, jnp.uint8)
-    byte = byte.reshape(nq // 16, k // 2, 16).transpose(0, 2, 1).reshape(nq, k // 2)
-    values = jnp.stack([byte & 15, byte >> 4], axis=-1).reshape(nq, k)
-    return values[:n].astype(jnp.int8)
+    nq, kq = _round_up(n, 16), _round_up(k, 8)
+    words = jax.lax.bitcast_convert_type(data.reshape(-1, 4), jnp.uint32)
+    words = words.reshape(nq // 16, kq // 8, 16).transpose(0, 2, 1)
+    nibbles = (words[..., None] >> (4 * jnp.arange(8, dtype=jnp.uint32))) & 15
+    return nibbles.reshape(nq, kq)[:n, :k].astype(jnp.int8)
 
 
 LAYOUTS = (WeightLayout(LAYOUT_VNNI, 8, pack_vnni, unpack_vnni),

@@ -21,6 +21,11 @@ Conventions of :data:`TORCH_TO_JAXQ`:
 * torch's quantization modules (``torch.ao.nn.intrinsic.ConvReLU2d``, ``torch.ao.nn.qat.Linear``,
   ``torch.ao.nn.quantized.reference.Conv2d``, ``torch.ao.nn.quantized.Linear``, ...) translate to
   the same name under ``jaxq.nn``; they resolve once those modules exist.
+* Flax has no multi-layer LSTM and no torch-style MultiheadAttention: ``torch.nn.LSTM`` /
+  ``torch.nn.MultiheadAttention`` translate to :class:`jaxq.nn.quantizable.LSTM` /
+  :class:`~jaxq.nn.quantizable.MultiheadAttention`, jaxq's float forms, as do torch's
+  quantizable classes of the same names (``torch_names_for`` lists the ``torch.nn`` name
+  first).
 * Observer and fake-quantize classes (``torch.ao.quantization.observer.MinMaxObserver``,
   ``torch.ao.quantization.fake_quantize.FakeQuantize``, ...) translate to the same name under
   ``jaxq.observer`` / ``jaxq.fake_quantize``: QConfigs name them (:mod:`jaxq.interop`). In a
@@ -95,7 +100,15 @@ TORCH_TO_JAXQ: dict[str, Translation] = {
     "torch.nn.GRUCell": Translation("flax.nnx.GRUCell"),
     "torch.nn.LSTMCell": Translation("flax.nnx.LSTMCell"),
     "torch.nn.RNNCell": Translation("flax.nnx.SimpleCell"),
-    "torch.nn.LSTM": Translation(None, note="nnx.RNN wraps a cell; configure nnx.LSTMCell"),
+    # Flax has no multi-layer LSTM nor torch-style MultiheadAttention: jaxq's float forms are
+    # the quantizable classes (quantize_dynamic maps the LSTM to nnqd.LSTM, the custom
+    # module config maps both to themselves, then to jaxq.nn.quantized).
+    "torch.nn.LSTM": Translation(
+        "jaxq.nn.quantizable.LSTM", note="jaxq's float multi-layer LSTM is the quantizable "
+        "class (nnx.RNN over nnx.LSTMCell converts to it with from_float)"),
+    "torch.nn.MultiheadAttention": Translation(
+        "jaxq.nn.quantizable.MultiheadAttention",
+        note="jaxq's float torch-style MultiheadAttention is the quantizable class"),
     "torch.nn.GRU": Translation(None, note="nnx.RNN wraps a cell; configure nnx.GRUCell"),
     "torch.nn.Identity": Translation("jax.nn.identity"),
     "torch.nn.PixelShuffle": Translation(None, note="Flax has no pixel shuffle"),
@@ -239,8 +252,14 @@ TORCH_TO_JAXQ: dict[str, Translation] = {
         "Linear", "Conv1d", "Conv2d", "Conv3d", "Quantize", "DeQuantize", "BatchNorm2d",
         "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
         "InstanceNorm3d", "ELU", "Hardswish", "LeakyReLU", "ReLU6", "Sigmoid", "Softmax",
-        "Dropout", "FloatFunctional", "FXFloatFunctional", "QFunctional"]),
-    **_same_names("torch.ao.nn.quantized.dynamic", "jaxq.nn.quantized.dynamic", ["Linear"]),
+        "Dropout", "FloatFunctional", "FXFloatFunctional", "QFunctional", "LSTM",
+        "MultiheadAttention"]),
+    **_same_names("torch.ao.nn.quantized.dynamic", "jaxq.nn.quantized.dynamic", [
+        "Linear", "RNNCell", "LSTMCell", "GRUCell", "LSTM", "GRU"]),
+    # After torch.nn.LSTM / MultiheadAttention (above), so that torch_names_for(the jaxq
+    # class) lists the float name first: torch's custom module configs name these.
+    **_same_names("torch.ao.nn.quantizable", "jaxq.nn.quantizable", [
+        "LSTMCell", "LSTM", "MultiheadAttention"]),
     **_same_names("torch.ao.nn.intrinsic.quantized", "jaxq.nn.intrinsic.quantized", [
         "LinearReLU", "BNReLU2d", "BNReLU3d", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d"]),
 }

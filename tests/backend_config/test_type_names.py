@@ -92,3 +92,65 @@ def test_by_rank():
     assert fuser(True, conv) == "two"
     with pytest.raises(TypeError, match="kernel_size"):
         fuser(True, 3)
+
+
+# torch's multi-layer LSTM and MultiheadAttention: jaxq's float forms are the quantizable
+# classes, so torch.nn.X and torch.ao.nn.quantizable.X land on one jaxq class, whose
+# reverse lookup lists the torch.nn name first.
+_RECURRENT_AND_ATTENTION = [
+    # (torch class, jaxq path, first torch name of the reverse lookup)
+    (torch.nn.LSTM, "jaxq.nn.quantizable.LSTM", "torch.nn.LSTM"),
+    (torch.nn.MultiheadAttention, "jaxq.nn.quantizable.MultiheadAttention",
+     "torch.nn.MultiheadAttention"),
+    (torch.ao.nn.quantizable.LSTM, "jaxq.nn.quantizable.LSTM", "torch.nn.LSTM"),
+    (torch.ao.nn.quantizable.MultiheadAttention, "jaxq.nn.quantizable.MultiheadAttention",
+     "torch.nn.MultiheadAttention"),
+    (torch.ao.nn.quantizable.LSTMCell, "jaxq.nn.quantizable.LSTMCell",
+     "torch.ao.nn.quantizable.LSTMCell"),
+    (torch.ao.nn.quantized.LSTM, "jaxq.nn.quantized.LSTM", "torch.ao.nn.quantized.LSTM"),
+    (torch.ao.nn.quantized.MultiheadAttention, "jaxq.nn.quantized.MultiheadAttention",
+     "torch.ao.nn.quantized.MultiheadAttention"),
+    *[(getattr(torch.ao.nn.quantized.dynamic, name), f"jaxq.nn.quantized.dynamic.{name}",
+       f"torch.ao.nn.quantized.dynamic.{name}")
+      for name in ("LSTM", "GRU", "LSTMCell", "GRUCell", "RNNCell")],
+]
+
+
+@pytest.mark.parametrize("torch_cls,jaxq_path,first_name", _RECURRENT_AND_ATTENTION,
+                         ids=[f"{c.__module__}.{c.__name__}"
+                              for c, _, _ in _RECURRENT_AND_ATTENTION])
+def test_recurrent_and_attention_modules_round_trip(torch_cls, jaxq_path, first_name):
+    jaxq_cls = type_names.translate_torch_object(torch_cls)
+    assert jaxq_cls is type_names.import_object(jaxq_path)
+    torch_name = type_names.torch_name_of(torch_cls)
+    assert type_names.to_jaxq(torch_name) is jaxq_cls
+    names = type_names.torch_names_for(jaxq_cls)
+    assert torch_name in names and names[0] == first_name
+    assert all(type_names.to_jaxq(name) is jaxq_cls for name in names)
+    assert type_names.jaxq_path_of(jaxq_cls) == jaxq_path
+
+
+def test_torch_default_custom_config_dict_translates_to_jaxq_default():
+    """torch's eager custom module config (nn.LSTM -> nnqa.LSTM -> nnq.LSTM, MHA alike)
+    names only classes the table translates, and lands on jaxq's own default."""
+    from torch.ao.quantization.quantize import get_default_custom_config_dict as torch_default
+
+    from jaxq.eager import get_default_custom_config_dict
+
+    translated = {
+        kind: {type_names.translate_torch_object(float_cls):
+               type_names.translate_torch_object(other_cls)
+               for float_cls, other_cls in entries.items()}
+        for kind, entries in torch_default().items()}
+    assert translated == get_default_custom_config_dict()
+
+
+def test_torch_dynamic_mapping_of_lstm_translates_to_jaxq_mapping():
+    import torch.ao.quantization.quantization_mappings as tmap
+
+    from jaxq.quantization_mappings import get_default_dynamic_quant_module_mappings
+
+    key = type_names.translate_torch_object(torch.nn.LSTM)
+    value = type_names.translate_torch_object(tmap.DEFAULT_DYNAMIC_QUANT_MODULE_MAPPINGS[
+        torch.nn.LSTM])
+    assert get_default_dynamic_quant_module_mappings()[key] is value

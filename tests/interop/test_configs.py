@@ -154,3 +154,74 @@ def test_fx_converted_checkpoint_with_key_map():
     out = np.asarray(ours(jnp.asarray(x.numpy())))
     np.testing.assert_allclose(out, theirs, atol=float(quantized.fc2.scale) * 1.01, rtol=0)
     assert np.mean(np.isclose(out, theirs, atol=1e-6)) >= 0.99
+
+
+def test_torch_lstm_custom_configs_convert_to_jaxq_quantizable_classes():
+    """torch's custom module entries for nn.LSTM / nn.MultiheadAttention land on jaxq's
+    float forms (the quantizable classes) and jaxq's quantized modules."""
+    import jaxq.nn.quantizable as jnnqa
+    import jaxq.nn.quantized as jnnq
+
+    prepare_config = tcc.PrepareCustomConfig()
+    convert_config = tcc.ConvertCustomConfig()
+    for float_cls, observed_cls, quantized_cls in [
+            (torch.nn.LSTM, torch.ao.nn.quantizable.LSTM, torch.ao.nn.quantized.LSTM),
+            (torch.nn.MultiheadAttention, torch.ao.nn.quantizable.MultiheadAttention,
+             torch.ao.nn.quantized.MultiheadAttention)]:
+        prepare_config.set_float_to_observed_mapping(float_cls, observed_cls)
+        convert_config.set_observed_to_quantized_mapping(observed_cls, quantized_cls)
+    ours = from_torch(prepare_config)
+    assert ours.float_to_observed_mapping[jcc.QuantType.STATIC] == {
+        jnnqa.LSTM: jnnqa.LSTM, jnnqa.MultiheadAttention: jnnqa.MultiheadAttention}
+    ours_convert = from_torch(convert_config)
+    assert ours_convert.observed_to_quantized_mapping[jcc.QuantType.STATIC] == {
+        jnnqa.LSTM: jnnq.LSTM, jnnqa.MultiheadAttention: jnnq.MultiheadAttention}
+    # Back to torch: the jaxq class stands for torch.nn.X and nnqa.X; torch.nn.X is chosen.
+    back = to_torch(ours_convert).to_dict()["observed_to_quantized_custom_module_class"]
+    assert back == {"static": {torch.nn.LSTM: torch.ao.nn.quantized.LSTM,
+                               torch.nn.MultiheadAttention:
+                                   torch.ao.nn.quantized.MultiheadAttention}}
+
+
+class _LSTMHolder(nnx.Module):
+    def __init__(self, lstm):
+        self.lstm = lstm
+
+    def __call__(self, x):
+        return self.lstm(x)
+
+
+def test_torch_dynamic_lstm_recipe_quantizes_a_jaxq_lstm_like_torch(rng):
+    """A torch quantize_dynamic recipe naming nn.LSTM (qconfig_spec as a QConfigMapping and
+    the {float: dynamic} mapping), read through jaxq.interop, applied with
+    jaxq.quantize_dynamic to a jaxq.nn.quantizable.LSTM: nnqd.LSTM, as torch's result."""
+    import jaxq
+    from jaxq.backend_config import type_names
+    from jaxq.nn.quantized import dynamic as jnnqd
+
+    torch.manual_seed(0)
+    float_lstm = torch.nn.LSTM(3, 4, num_layers=2).eval()
+    torch_spec = tq.QConfigMapping().set_object_type(torch.nn.LSTM, tq.default_dynamic_qconfig)
+    torch_mapping = {torch.nn.LSTM: torch.ao.nn.quantized.dynamic.LSTM}
+    torch_q = tq.quantize_dynamic(torch.nn.Sequential(float_lstm),
+                                  {torch.nn.LSTM: tq.default_dynamic_qconfig},
+                                  mapping=torch_mapping)[0]
+
+    qconfig_spec = from_torch(torch_spec)
+    mapping = {type_names.translate_torch_object(k): type_names.translate_torch_object(v)
+               for k, v in torch_mapping.items()}
+    assert mapping == {jnn.quantizable.LSTM: jnnqd.LSTM}
+    jaxq_lstm = jnn.quantizable.LSTM(3, 4, num_layers=2)
+    jaxq_lstm.set_weight_bias(dict(float_lstm.named_parameters()))
+    ours = jaxq.quantize_dynamic(_LSTMHolder(jaxq_lstm), qconfig_spec=qconfig_spec,
+                                 mapping=mapping).lstm
+    assert type(ours) is jnnqd.LSTM and type(torch_q) is torch.ao.nn.quantized.dynamic.LSTM
+    for name, expected in torch_q.get_weight().items():
+        np.testing.assert_array_equal(np.asarray(ours.get_weight()[name].int_repr()),
+                                      expected.int_repr().numpy(), err_msg=name)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected, _ = torch_q(torch.from_numpy(x))
+    # Gate GEMMs are bit-exact; sigmoid / tanh are XLA's, a few ulps from ATen's.
+    np.testing.assert_allclose(np.asarray(ours(jnp.asarray(x))[0]), expected.numpy(),
+                               atol=2e-6, rtol=0)

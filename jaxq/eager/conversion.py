@@ -54,11 +54,21 @@ def _kernel_qparams(mod: Any, kernel: Any) -> dict[str, Any]:
     qschemes become affine (per_tensor_* -> per_tensor_affine, per_channel_symmetric ->
     per_channel_affine); ``axis`` is torch's weight axis.
     """
-    from jaxq.core.qscheme import QScheme
     from jaxq.nn.layout import weight_observer_for_kernel
-    from jaxq.observer.simple import NoopObserver, PlaceholderObserver
     observer = weight_observer_for_kernel(mod.qconfig.weight, kernel)
     observer(kernel)
+    return _qparam_dict(observer)
+
+
+def _qparam_dict(observer: Any) -> dict[str, Any]:
+    """torch's ``get_qparam_dict``: the weight qparams a reference ``from_float`` takes,
+    read from an observer or fake-quantize module that has already seen the weight.
+
+    Also used for a QAT module's own ``weight_fake_quant`` (graph-mode reference
+    conversion, as torch's ``convert_weighted_module``).
+    """
+    from jaxq.core.qscheme import QScheme
+    from jaxq.observer.simple import NoopObserver, PlaceholderObserver
     qscheme = getattr(observer, "qscheme", None)
     dtype = getattr(observer, "dtype", None)
     if not isinstance(qscheme, QScheme) \

@@ -179,6 +179,7 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
     removed_observer_paths: set[str] = set()
     swapped_paths: set[str] = set()
     float_paths: set[str] = set()
+    qat_weight_fake_quants: dict[str, Any] = {}  # QAT modules turned float -> fake-quant
     nodes: list[Node] = []
 
     def resolve(arg: Any) -> Any:
@@ -263,12 +264,27 @@ def convert_graph_module(gm: GraphModule, is_reference: bool = False,
             if done:
                 nodes.append(node)
                 continue
+        if is_reference and node.op == "call_module" \
+                and node.module_path not in float_paths:
+            module = get_submodule(root, node.module_path)
+            if _is_qat_module(module):
+                # torch's convert_weighted_module: a QAT module always becomes its float
+                # module (to_float; batch norm folded), keeping its weight fake-quant for
+                # the reference module's weight qparams.
+                qat_weight_fake_quants[node.module_path] = module.weight_fake_quant
+                float_module = module.to_float()
+                set_submodule(root, node.module_path, float_module)
+                node.target = type(float_module)
         if pattern_nodes and node.id == pattern_nodes[0] and is_reference \
                 and node.op == "call_module":
             module = get_submodule(root, node.module_path)
             observer = observer_after(by_id[pattern_nodes[-1]])
             if observer is not None:
-                swapped = _swap(module, observer, mapping, node.meta.get("qconfig"))
+                if node.module_path in qat_weight_fake_quants:
+                    swapped = _qat_reference(
+                        module, qat_weight_fake_quants.pop(node.module_path), mapping)
+                else:
+                    swapped = _swap(module, observer, mapping, node.meta.get("qconfig"))
                 if swapped is not None:
                     set_submodule(root, node.module_path, swapped)
                     node.target = type(swapped)
@@ -326,6 +342,44 @@ def _swap_fused_reference(module: Any, mapping: dict, qconfig: Any) -> Any:
     reference = reference_cls.from_float(work, _weight_qparams(work, reference_cls))
     fused = nnx.clone(module)
     fused.layers[0] = reference
+    return fused
+
+
+def _is_qat_module(module: Any) -> bool:
+    """A QAT module (``jaxq.nn.qat`` / ``jaxq.nn.intrinsic.qat``): it fake-quantizes its
+    weight and converts back with ``to_float``."""
+    return getattr(module, "weight_fake_quant", None) is not None \
+        and callable(getattr(module, "to_float", None))
+
+
+def _qat_reference(float_module: Any, weight_fake_quant: Any, mapping: dict) -> Any:
+    """torch's ``convert_weighted_module`` for a QAT module already turned float.
+
+    ``float_module`` is the QAT module's ``to_float()`` (``nnx.Linear`` / ``nnx.Conv``
+    with the batch norm folded in for ``ConvBn*``, or a fused container such as
+    ``nni.ConvReLU2d`` / ``nni.LinearReLU``). As torch, the QAT module's own
+    ``weight_fake_quant`` is run once more on the float weight (its observer sees the
+    folded kernel) and its ``calculate_qparams()`` give the weight qparams of the
+    reference module; a fused container gets the reference module as its first child.
+    None (the module then stays float) when the weight is not quantized or there is no
+    reference class for it.
+    """
+    from jaxq.eager.conversion import _qparam_dict
+    from jaxq.nn.intrinsic.fused import _FusedModule
+    from jaxq.quantization_mappings import resolve_module_class
+    fused = float_module if isinstance(float_module, _FusedModule) else None
+    first = float_module[0] if fused is not None else float_module
+    reference_cls = resolve_module_class(mapping.get(type(first)), first)
+    if reference_cls is None or not getattr(reference_cls, "_IS_REFERENCE", False):
+        return None
+    weight_fake_quant(first.kernel.get_value())
+    weight_qparams = _qparam_dict(weight_fake_quant)
+    if weight_qparams.get("qscheme") is None:
+        return None
+    reference = reference_cls.from_float(first, weight_qparams)
+    if fused is None:
+        return reference
+    fused.layers[0] = reference  # a fresh container from to_float(): not shared
     return fused
 
 

@@ -109,7 +109,8 @@ def _assert_same_reference(tref_module, ref_module, bn_folded=False):
     inputs, up to 2 ulp after ``kernel * (gamma * rsqrt)``. So the folded weight is
     compared to 2 ulp, the weight scales (the weight fake-quant sees the folded weight
     once more) to 1e-6 relative, and the quantized-dequantized weights to one weight
-    quantization step. (With rsqrt computed as ``1 / sqrt`` these checks are bit-exact.)
+    quantization step. (With rsqrt computed as ``1 / sqrt`` these checks are bit-exact
+    for the models here.)
     """
     assert type(ref_module) is REFERENCE_CLASSES[type(tref_module)]
     assert ref_module.weight_qscheme.name == str(tref_module.weight_qscheme).split(".")[-1]

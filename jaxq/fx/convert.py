@@ -39,6 +39,15 @@ torch's reference representation. A fused ``jaxq.nn.intrinsic`` container
 first child (``nni.LinearReLU(nnqr.Linear, ReLU)``), as torch's
 ``convert_weighted_module`` does; ``jaxq.pt2e.lower_pt2e_quantized_to_x86`` lowers it to
 the ``jaxq.nn.intrinsic.quantized`` module.
+
+QAT modules (models from ``prepare_qat_fx``) in the reference path follow torch's
+``convert_weighted_module``: every QAT module becomes its float module (``to_float()``:
+``jaxq.nn.qat.Linear`` -> ``nnx.Linear``, ``ConvBn2d`` -> ``nnx.Conv`` with the batch
+norm folded in, ``ConvBnReLU2d`` -> ``nni.ConvReLU2d``, ``LinearReLU`` ->
+``nni.LinearReLU``), also where its node is not quantized; a quantized one then becomes
+the reference module (or the fused container around it) whose weight qparams come from
+the QAT module's own ``weight_fake_quant``, run once more on the float (folded) weight,
+as torch does.
 """
 
 from __future__ import annotations

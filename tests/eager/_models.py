@@ -197,3 +197,14 @@ def twin_mlp(rng: np.random.Generator) -> tuple[TorchMLP, FlaxMLP]:
 
 def nchw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def copy_qat_params(module, tmodule: torch.nn.Module) -> None:
+    """Copies a torch QAT Linear / Conv (fused forms too) module's parameters, and its
+    bn's running statistics, into the jaxq QAT module (kernel in Flax layout)."""
+    weight = tmodule.weight.detach().numpy()
+    set_param(module.kernel, weight.T if weight.ndim == 2 else kernel_from_torch(weight))
+    if tmodule.bias is not None:
+        set_param(module.bias, tmodule.bias.detach().numpy())
+    if hasattr(tmodule, "bn"):
+        copy_bn(module.bn, tmodule.bn)

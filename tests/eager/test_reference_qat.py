@@ -26,7 +26,9 @@ from jaxq.eager.conversion import convert
 from jaxq.eager.hooks import type_before_observation
 from jaxq.nn.layout import kernel_from_torch
 from jaxq.qconfig import get_default_qat_qconfig
-from tests.eager._models import copy_bn, copy_conv, copy_linear, randomize_bn, set_param
+from tests._quantize_fx_twins import from_torch, to_torch
+from tests.eager._models import (copy_bn, copy_conv, copy_linear, copy_qat_params,
+                                 randomize_bn)
 
 
 class TorchNet(torch.nn.Module):
@@ -67,27 +69,9 @@ CASES = {"linear": ((4, 12), "Linear"), "conv": ((2, 6, 6, 3), "Conv2d"),
          "conv_bn_relu": ((2, 6, 6, 3), "ConvBnReLU2d")}
 
 
-def _nchw(x):
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4
-                            else x)
-
-
-def _nhwc(y):
-    y = y.detach().numpy()
-    return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
-
-
 def _torch_weight_as_kernel(tlayer):
     weight = tlayer.weight.detach().numpy()
     return weight.T if weight.ndim == 2 else np.asarray(kernel_from_torch(weight))
-
-
-def _sync(tlayer, layer):
-    set_param(layer.kernel, _torch_weight_as_kernel(tlayer))
-    if tlayer.bias is not None:
-        set_param(layer.bias, tlayer.bias.detach().numpy())
-    if hasattr(tlayer, "bn"):
-        copy_bn(layer.bn, tlayer.bn)
 
 
 def _trained_twins(rng, kind, steps=2):
@@ -115,13 +99,13 @@ def _trained_twins(rng, kind, steps=2):
     optimizer = torch.optim.SGD(tprepared.parameters(), lr=0.05)
     data = [(rng.normal(size=shape) * 1.5).astype(np.float32) for _ in range(steps)]
     for x in data:
-        expected = tprepared(_nchw(x))
+        expected = tprepared(to_torch(x))
         got = np.asarray(prepared(jnp.asarray(x)))
-        np.testing.assert_allclose(got, _nhwc(expected), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got, from_torch(expected), rtol=0, atol=1e-5)
         optimizer.zero_grad()
         expected.square().mean().backward()
         optimizer.step()
-        _sync(tprepared.layer, prepared.layer)
+        copy_qat_params(prepared.layer, tprepared.layer)
     tprepared.eval()
     prepared.eval()
     return tprepared, prepared
@@ -165,6 +149,6 @@ def test_reference_convert_leaves_qat_modules_like_torch(rng, kind):
     # ...so neither converted model runs.
     x = rng.normal(size=CASES[kind][0]).astype(np.float32)
     with pytest.raises(AttributeError, match="activation_post_process"):
-        tref(_nchw(x))
+        tref(to_torch(x))
     with pytest.raises(AttributeError, match="activation_post_process"):
         ref(jnp.asarray(x))

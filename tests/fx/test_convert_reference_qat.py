@@ -24,7 +24,7 @@ import jaxq.nn.intrinsic as nni
 import jaxq.nn.quantized.reference as nnqr
 from jaxq.eager._tree import get_submodule
 from jaxq.nn import ReLU
-from jaxq.nn.layout import kernel_from_torch, kernel_to_torch
+from jaxq.nn.layout import kernel_to_torch
 from jaxq.qconfig_mapping import get_default_qat_qconfig_mapping
 from jaxq.quantize_fx import convert_to_reference_fx, prepare_qat_fx
 from tests._quantize_fx_twins import (
@@ -35,7 +35,7 @@ from tests._quantize_fx_twins import (
     twin_mlp,
     twin_residual,
 )
-from tests.eager._models import set_param
+from tests.eager._models import copy_qat_params
 
 # torch's reference classes -> jaxq's.
 REFERENCE_CLASSES = {tnnqr.Linear: nnqr.Linear, tnnqr.Conv2d: nnqr.Conv2d,
@@ -51,20 +51,6 @@ CASES = {
     "conv_bn_relu": (twin_residual, (4, 8, 8, 3),
                      {"conv1": "ConvBnReLU2d", "conv2": "ConvBn2d"}),
 }
-
-
-def _sync_params(tmodule, module):
-    """Copies a torch QAT module's parameters (and its bn's, running statistics
-    included: batch variances summed in another order differ by an ulp) into jaxq's."""
-    weight = tmodule.weight.detach().numpy()
-    set_param(module.kernel, weight.T if weight.ndim == 2 else kernel_from_torch(weight))
-    if tmodule.bias is not None:
-        set_param(module.bias, tmodule.bias.detach().numpy())
-    if hasattr(tmodule, "bn"):
-        set_param(module.bn.scale, tmodule.bn.weight.detach().numpy())
-        set_param(module.bn.bias, tmodule.bn.bias.detach().numpy())
-        set_param(module.bn.mean, tmodule.bn.running_mean.numpy())
-        set_param(module.bn.var, tmodule.bn.running_var.numpy())
 
 
 def _trained_twins(rng, case, steps=2):
@@ -92,8 +78,8 @@ def _trained_twins(rng, case, steps=2):
         expected.square().mean().backward()
         optimizer.step()
         for path in qat_classes:
-            _sync_params(tprepared.get_submodule(path),
-                         get_submodule(prepared.root, path))
+            copy_qat_params(get_submodule(prepared.root, path),
+                            tprepared.get_submodule(path))
     tprepared.eval()
     prepared.eval()
     return tprepared, prepared, data[-1], qat_classes
@@ -103,14 +89,12 @@ def _assert_same_reference(tref_module, ref_module, bn_folded=False):
     """Same class, weight qparams, float weight and quantized-dequantized weight.
 
     ``bn_folded``: the float weight is the QAT ``ConvBn*``'s ``to_float()``, which folds
-    the batch norm with ``rsqrt(running_var + eps)``. torch's CPU rsqrt is
-    ``1 / sqrt(x)`` (two roundings) while ``jax.lax.rsqrt`` (used by
-    ``jaxq.nn.intrinsic.qat._batch_norm``) differs from it by 1 ulp for about 30% of
-    inputs, up to 2 ulp after ``kernel * (gamma * rsqrt)``. So the folded weight is
-    compared to 2 ulp, the weight scales (the weight fake-quant sees the folded weight
-    once more) to 1e-6 relative, and the quantized-dequantized weights to one weight
-    quantization step. (With rsqrt computed as ``1 / sqrt`` these checks are bit-exact
-    for the models here.)
+    the batch norm with ``1 / sqrt(running_var + eps)`` as torch's CPU rsqrt does
+    (bit-exact for the models here); the running statistics it folds come from QAT
+    steps whose batch statistics torch computes with a float32 sqrt that is not
+    correctly rounded, so the folded weight is compared to 2 ulp, the weight scales (the
+    weight fake-quant sees the folded weight once more) to 1e-6 relative, and the
+    quantized-dequantized weights to one weight quantization step.
     """
     assert type(ref_module) is REFERENCE_CLASSES[type(tref_module)]
     assert ref_module.weight_qscheme.name == str(tref_module.weight_qscheme).split(".")[-1]
